@@ -1,0 +1,162 @@
+"""ChatEvents -> DashScope wire JSON: chat.completion.chunk dicts and the folded chat.completion (spec §2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qwenhost.core.events import (
+    ChatEvent,
+    ContentDelta,
+    Finish,
+    FoldedAnswer,
+    ReasoningDelta,
+    RoleStart,
+    ToolCallArgsDelta,
+    ToolCallStart,
+    UsageReport,
+)
+from qwenhost.core.types import TokenLogprob, Usage
+
+
+def logprobs_json(entries: list[TokenLogprob] | tuple[TokenLogprob, ...]) -> dict[str, Any]:
+    return {
+        "content": [
+            {
+                "token": e.token,
+                "bytes": list(e.bytes),
+                "logprob": e.logprob,
+                "top_logprobs": [
+                    {"token": t.token, "bytes": list(t.bytes), "logprob": t.logprob} for t in e.top_logprobs
+                ],
+            }
+            for e in entries
+        ]
+    }
+
+
+def usage_json(usage: Usage) -> dict[str, Any]:
+    prompt_details: dict[str, Any] = {"cached_tokens": usage.cache.cached_tokens}
+    if usage.cache.is_explicit:
+        prompt_details["cache_creation"] = {"ephemeral_5m_input_tokens": usage.cache.cache_creation_tokens}
+        prompt_details["cache_creation_input_tokens"] = usage.cache.cache_creation_tokens
+        prompt_details["cache_type"] = "ephemeral"
+    for key in ("text_tokens", "image_tokens", "video_tokens", "audio_tokens"):
+        value = getattr(usage, key)
+        if value is not None:
+            prompt_details[key] = value
+    out: dict[str, Any] = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+    if usage.reasoning_tokens is not None:
+        out["completion_tokens_details"] = {
+            "reasoning_tokens": usage.reasoning_tokens,
+            "text_tokens": usage.completion_tokens - usage.reasoning_tokens,
+        }
+    out["prompt_tokens_details"] = prompt_details
+    return out
+
+
+class ChunkRenderer:
+    """Renders one request's events as chunk dicts; all chunks share id, created and model (spec §2.4)."""
+
+    def __init__(self, completion_id: str, model: str, created: int, *, is_thinking: bool = False) -> None:
+        self._id = completion_id
+        self._model = model
+        self._created = created
+        self._thinking = is_thinking
+        self._args_started: set[tuple[int, int]] = set()
+
+    def _chunk(self, choices: list[dict[str, Any]], usage: Usage | None = None) -> dict[str, Any]:
+        return {
+            "choices": choices,
+            "object": "chat.completion.chunk",
+            "usage": usage_json(usage) if usage is not None else None,
+            "created": self._created,
+            "system_fingerprint": None,
+            "model": self._model,
+            "id": self._id,
+        }
+
+    def _choice(
+        self, index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None
+    ) -> dict[str, Any]:
+        return {"delta": delta, "finish_reason": finish, "index": index, "logprobs": logprobs}
+
+    def render(self, event: ChatEvent) -> dict[str, Any] | None:
+        if isinstance(event, UsageReport):
+            return self._chunk([], event.usage)
+        if isinstance(event, RoleStart):
+            if event.is_thinking:
+                delta: dict[str, Any] = {"content": None, "role": "assistant", "reasoning_content": ""}
+            else:
+                delta = {"content": "", "role": "assistant"}
+            return self._chunk([self._choice(event.choice, delta)])
+        if isinstance(event, ContentDelta):
+            delta = {"content": event.text}
+            if self._thinking:
+                delta["reasoning_content"] = None
+            lp = logprobs_json(event.logprobs) if event.logprobs else None
+            return self._chunk([self._choice(event.choice, delta, logprobs=lp)])
+        if isinstance(event, ReasoningDelta):
+            return self._chunk([self._choice(event.choice, {"content": None, "reasoning_content": event.text})])
+        if isinstance(event, ToolCallStart):
+            call = {
+                "index": event.index,
+                "id": event.id,
+                "type": "function",
+                "function": {"name": event.name, "arguments": ""},
+            }
+            return self._chunk([self._choice(event.choice, self._tool_delta(call))])
+        if isinstance(event, ToolCallArgsDelta):
+            call = {"index": event.index, "id": "", "type": "function", "function": {"arguments": event.text}}
+            return self._chunk([self._choice(event.choice, self._tool_delta(call))])
+        if isinstance(event, Finish):
+            delta = {"content": ""}
+            if self._thinking:
+                delta["reasoning_content"] = None
+            return self._chunk([self._choice(event.choice, delta, finish=event.reason)])
+        return None
+
+    def _tool_delta(self, call: dict[str, Any]) -> dict[str, Any]:
+        delta: dict[str, Any] = {"content": None}
+        if self._thinking:
+            delta["reasoning_content"] = None
+        delta["tool_calls"] = [call]
+        return delta
+
+
+def completion_json(answer: FoldedAnswer, completion_id: str, model: str, created: int) -> dict[str, Any]:
+    choices = []
+    for c in answer.choices:
+        message: dict[str, Any] = {"role": "assistant", "content": c.content}
+        if c.reasoning_content is not None:
+            message["reasoning_content"] = c.reasoning_content
+        if c.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "index": i,
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for i, call in enumerate(c.tool_calls)
+            ]
+        choices.append(
+            {
+                "message": message,
+                "finish_reason": c.finish_reason,
+                "index": c.index,
+                "logprobs": logprobs_json(c.logprobs) if c.logprobs is not None else None,
+            }
+        )
+    return {
+        "choices": choices,
+        "object": "chat.completion",
+        "usage": usage_json(answer.usage) if answer.usage is not None else None,
+        "created": created,
+        "system_fingerprint": None,
+        "model": model,
+        "id": completion_id,
+    }

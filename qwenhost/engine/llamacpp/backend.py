@@ -1,0 +1,126 @@
+"""The asyncio side of the embedded engine: admission, per-request queues, and abort on close."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+from qwenhost.core.errors import ServeError, Throttled
+from qwenhost.engine.llamacpp.loop import Delivery, EngineLoop
+from qwenhost.engine.llamacpp.runner import LlamaRunner, RunnerConfig
+from qwenhost.engine.llamacpp.scheduler import Scheduler, SchedulerConfig
+from qwenhost.engine.protocol import EngineOutput, GenerationRequest, ModelInfo, StepOut
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    runner: RunnerConfig
+    scheduler: SchedulerConfig
+
+
+class LlamaCppBackend:
+    """One loaded GGUF model served by one engine thread."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self._runner: LlamaRunner | None = None
+        self._loop: EngineLoop | None = None
+        self._queues: dict[str, asyncio.Queue[object]] = {}
+        self._aio: asyncio.AbstractEventLoop | None = None
+        self._in_flight = 0
+
+    @property
+    def info(self) -> ModelInfo:
+        assert self._runner is not None, "backend not started"
+        return self._runner.info
+
+    def start(self) -> None:
+        """Load the model and start the engine thread (blocking; done before the server listens)."""
+        self._runner = LlamaRunner(self.config.runner)
+        scheduler = Scheduler(self.config.scheduler, clock=time.monotonic)
+        self._loop = EngineLoop(self._runner, scheduler, self._publish)
+        self._loop.start()
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
+
+    # -- admission --------------------------------------------------------------------------------
+    def check_capacity(self) -> None:
+        """Refuse at once when every slot is busy and the waiting queue is full (never wait unboundedly)."""
+        cfg = self.config.scheduler
+        if self._in_flight >= cfg.num_slots + cfg.max_waiting:
+            raise Throttled()
+
+    # -- generation -------------------------------------------------------------------------------
+    async def generate(self, request: GenerationRequest, salt: str = "") -> AsyncIterator[EngineOutput]:
+        assert self._loop is not None, "backend not started"
+        if self._aio is None:
+            self._aio = asyncio.get_running_loop()  # the server's loop: engine results are delivered there
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        self._queues[request.request_id] = queue
+        self._in_flight += 1
+        self._loop.submit(request, salt)
+        remaining = request.n
+        try:
+            while remaining > 0:
+                item = await queue.get()
+                if isinstance(item, ServeError):
+                    raise item
+                if isinstance(item, StepOut):
+                    remaining -= sum(1 for t in item.tokens if t.finish is not None)
+                yield item  # type: ignore[misc]
+        finally:
+            self._queues.pop(request.request_id, None)
+            self._in_flight -= 1
+            if remaining > 0:
+                self._loop.abort(request.request_id)
+
+    def _publish(self, deliveries: list[Delivery]) -> None:
+        # Called on the engine thread: one hop onto the event loop per step, not per token.
+        if self._aio is not None:
+            self._aio.call_soon_threadsafe(self._dispatch, deliveries)
+
+    def _dispatch(self, deliveries: list[Delivery]) -> None:
+        for request_id, item in deliveries:
+            queue = self._queues.get(request_id)
+            if queue is not None:
+                queue.put_nowait(item)
+
+    # -- vocabulary -------------------------------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
+        assert self._runner is not None
+        return self._runner.tokenize(text, add_special=add_special, parse_special=parse_special)
+
+    def detokenize(self, tokens: list[int]) -> bytes:
+        assert self._runner is not None
+        pieces = self._runner.pieces
+        return b"".join(pieces[t] for t in tokens if 0 <= t < len(pieces))
+
+    def token_piece(self, token_id: int) -> bytes:
+        assert self._runner is not None
+        return self._runner.pieces[token_id]
+
+    def stats(self) -> Mapping[str, float]:
+        if self._loop is None:
+            return {}
+        sched = self._loop.scheduler
+        s = self._loop.stats
+        return {
+            "running_sequences": sched.num_running,
+            "waiting_requests": sched.num_waiting,
+            "in_flight_requests": self._in_flight,
+            "engine_steps": s.steps,
+            "decoded_tokens": s.decoded_tokens,
+            "prompt_tokens": s.prompt_tokens,
+            "cached_prompt_tokens": s.cached_tokens,
+            "preemptions": s.preemptions,
+            "pinned_prefixes": len(sched.pins),
+            "kv_cells_capacity": self._loop.runner.kv_tokens,
+        }

@@ -1,0 +1,310 @@
+"""The engine thread: drain commands -> schedule -> decode one batch -> sample every sequence -> publish."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from qwenhost.core.errors import CapacityExceeded, InternalError, ServeError
+from qwenhost.core.types import CacheReport
+from qwenhost.engine.llamacpp.runner import DecodeError, KvCacheFull, LlamaRunner
+from qwenhost.engine.llamacpp.sampler import SequenceSampler, mask_logits, token_logprobs
+from qwenhost.engine.llamacpp.scheduler import Group, Scheduler, SeqState, Sequence, StepPlan
+from qwenhost.engine.protocol import (
+    GenerationRequest,
+    PromptDone,
+    StepOut,
+    TokenAlternative,
+    TokenConstraint,
+    TokenOut,
+)
+
+log = logging.getLogger("qwenhost.engine")
+
+# Delivered to the asyncio side in one call per step: (request_id, PromptDone | StepOut | ServeError).
+Delivery = tuple[str, Any]
+Publish = Callable[[list[Delivery]], None]
+
+
+@dataclass(eq=False)
+class SeqRuntime:
+    """What the engine thread keeps beside a scheduler Sequence: its sampler and grammar state."""
+
+    sampler: SequenceSampler
+    constraint: TokenConstraint | None = None
+    stop_ids: frozenset[int] = frozenset()
+    tail: bytes = b""  # the last bytes of output, for stop strings that span tokens
+
+
+@dataclass
+class EngineStats:
+    steps: int = 0
+    decoded_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    preemptions: int = 0
+    step_s: float = 0.0
+
+
+class EngineLoop:
+    def __init__(self, runner: LlamaRunner, scheduler: Scheduler, publish: Publish) -> None:
+        self.runner = runner
+        self.scheduler = scheduler
+        self.publish = publish
+        self.stats = EngineStats()
+        self._runtime: dict[Sequence, SeqRuntime] = {}
+        self._commands: deque[tuple[str, Any]] = deque()
+        self._wake = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="qwenhost-engine", daemon=True)
+
+    # -- called from other threads ----------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, request: GenerationRequest, salt: str) -> None:
+        self._command("submit", (request, salt))
+
+    def abort(self, request_id: str) -> None:
+        self._command("abort", request_id)
+
+    def stop(self) -> None:
+        self._command("stop", None)
+        self._thread.join(timeout=10)
+
+    def _command(self, kind: str, payload: Any) -> None:
+        with self._wake:
+            self._commands.append((kind, payload))
+            self._wake.notify()
+
+    # -- the thread -------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopped:
+            with self._wake:
+                while not self._commands and not self.scheduler.has_work():
+                    self._wake.wait(timeout=1.0)
+            self._drain()
+            if self.scheduler.has_work():
+                try:
+                    self._step()
+                except Exception:  # a bug must not kill the engine: fail the requests in flight instead
+                    log.exception("engine step failed")
+                    self._fail_all(InternalError())
+        self._fail_all(InternalError("The server is shutting down."))
+
+    def _drain(self) -> None:
+        while self._commands:
+            kind, payload = self._commands.popleft()
+            if kind == "submit":
+                request, salt = payload
+                self.scheduler.submit(request, salt)
+            elif kind == "abort":
+                group = self.scheduler.abort(payload)
+                if group is not None:
+                    self._free_group(group)
+            elif kind == "stop":
+                self._stopped = True
+
+    def _step(self) -> None:
+        started = time.perf_counter()
+        plan = self.scheduler.schedule()
+        deliveries: list[Delivery] = []
+        for group in plan.expired:
+            deliveries.append((group.request_id, CapacityExceeded()))
+        for group in plan.admitted:
+            self._start_group(group)
+        self.runner.apply(plan.mem_ops)
+        if plan.tokens:
+            if not self._decode(plan):
+                self.publish(deliveries)
+                return
+            self.scheduler.on_decoded(plan)
+            self._sample_all(plan, deliveries)
+            self.stats.steps += 1
+            self.stats.decoded_tokens += len(plan.tokens)
+        self.runner.apply(self.scheduler.take_pending_ops())
+        self.stats.step_s += time.perf_counter() - started
+        if deliveries:
+            self.publish(deliveries)
+
+    def _decode(self, plan: StepPlan) -> bool:
+        try:
+            self.runner.decode(plan.tokens)
+            return True
+        except KvCacheFull:
+            # Nothing of the plan was computed; make room and let the next schedule() plan it again.
+            if self.scheduler.evict_idle():
+                return False
+            victim = self.scheduler.preempt_one()
+            if victim is not None:
+                self.stats.preemptions += 1
+                return False
+            self._fail_all(
+                ServeError("The KV cache is too small for this request.", status=400, code="invalid_parameter_error")
+            )
+            return False
+        except DecodeError:
+            log.exception("llama_decode failed")
+            self._fail_all(InternalError())
+            return False
+
+    def _start_group(self, group: Group) -> None:
+        request = group.request
+        window = self.runner.context_length
+        for seq in group.seqs:
+            if seq in self._runtime:
+                continue  # resumed after preemption: its sampler keeps its state
+            params = request.sampling[seq.choice]
+            constraint = request.constraint() if request.constraint is not None else None
+            stop_ids = frozenset(s[0] for s in request.stop_sequences if len(s) == 1)
+            self._runtime[seq] = SeqRuntime(
+                sampler=SequenceSampler(self.runner.ctx, self.runner.n_vocab, params, request.prompt, window),
+                constraint=constraint,
+                stop_ids=stop_ids,
+            )
+            budget = request.reasoning_budget
+            if budget is not None and budget.open_at_start:
+                seq.is_thinking = True
+
+    def _sample_all(self, plan: StepPlan, deliveries: list[Delivery]) -> None:
+        by_request: dict[str, list[TokenOut]] = {}
+        for i, bt in enumerate(plan.tokens):
+            if not bt.wants_logits or bt.owner is None:
+                continue
+            lead = bt.owner
+            if lead.state is SeqState.FINISHED:
+                continue
+            if lead.state is SeqState.PREFILL:
+                if not self.scheduler.prompt_done(lead):
+                    continue
+                targets = [lead]
+                if not lead.group.is_prompt_split:  # followers sample from their leader's row
+                    targets = [
+                        s for s in lead.group.seqs if s.state is SeqState.PREFILL and self.scheduler.prompt_done(s)
+                    ]
+                self._report_prompt(lead.group, deliveries)
+            else:
+                targets = [lead]
+            raw = None
+            for seq in targets:
+                if len(targets) > 1 and self._runtime[seq].constraint is not None:
+                    raw = raw if raw is not None else self.runner.logits(i).copy()
+                    self.runner.logits(i)[:] = raw
+                out = self._sample_one(seq, i)
+                by_request.setdefault(seq.group.request_id, []).append(out)
+        for request_id, tokens in by_request.items():
+            deliveries.append((request_id, StepOut(tuple(tokens))))
+
+    def _report_prompt(self, group: Group, deliveries: list[Delivery]) -> None:
+        if group.is_prompt_reported:
+            return
+        group.is_prompt_reported = True
+        created = self.scheduler.pin_prefixes(group) if group.request.cache_pins else 0
+        report = CacheReport(
+            cached_tokens=group.cached_tokens, cache_creation_tokens=created, is_explicit=bool(group.request.cache_pins)
+        )
+        self.stats.prompt_tokens += len(group.request.prompt)
+        self.stats.cached_tokens += group.cached_tokens
+        deliveries.append((group.request_id, PromptDone(len(group.request.prompt), report)))
+
+    def _sample_one(self, seq: Sequence, row: int) -> TokenOut:
+        rt = self._runtime[seq]
+        request = seq.group.request
+        wants_logprobs = request.top_logprobs is not None
+        logits = self.runner.logits(row) if (wants_logprobs or rt.constraint is not None) else None
+        raw = logits.copy() if (wants_logprobs and logits is not None and rt.constraint is not None) else logits
+        if seq.forced:
+            token = seq.forced.popleft()
+            rt.sampler.accept(token)
+        else:
+            if rt.constraint is not None and logits is not None:
+                forced = rt.constraint.forced_tokens()
+                allowed = rt.constraint.allowed_tokens()
+                if allowed is not None:
+                    mask_logits(logits, allowed)
+                token = forced[0] if forced else rt.sampler.sample(row)
+                if forced:
+                    rt.sampler.accept(token)
+            else:
+                token = rt.sampler.sample(row)
+        if rt.constraint is not None:
+            rt.constraint.consume(token)
+        logprob: float | None = None
+        top: tuple[TokenAlternative, ...] = ()
+        if wants_logprobs and raw is not None:
+            logprob, alternatives = token_logprobs(raw, token, request.top_logprobs or 0)
+            top = tuple(TokenAlternative(t, self.runner.pieces[t], lp) for t, lp in alternatives)
+        self.scheduler.on_sampled(seq, token)
+        finish, is_end = self._check_finish(seq, rt, token)
+        if finish is not None:
+            self.scheduler.finish(seq, finish)
+            self._free_seq(seq)
+        return TokenOut(
+            choice=seq.choice,
+            token_id=token,
+            piece=b"" if is_end else self.runner.pieces[token],
+            finish=finish,  # type: ignore[arg-type]
+            is_end=is_end,
+            logprob=logprob,
+            top=top,
+        )
+
+    def _check_finish(self, seq: Sequence, rt: SeqRuntime, token: int) -> tuple[str | None, bool]:
+        if token in self.runner.eog or token in rt.stop_ids:
+            return "stop", True
+        stops = seq.group.request.stop_strings
+        if stops:
+            piece = self.runner.pieces[token]
+            rt.tail = (rt.tail + piece)[-(len(piece) + max(len(s) for s in stops)) :]
+            if any(s in rt.tail for s in stops):
+                return "stop", False
+        if rt.constraint is not None and rt.constraint.is_finished():
+            return "stop", False
+        self._track_reasoning(seq, token)
+        if seq.num_generated >= seq.max_new:
+            return "length", False
+        return None, False
+
+    def _track_reasoning(self, seq: Sequence, token: int) -> None:
+        """thinking_budget: once the thought has used its budget, force the closing tag (spec §1.3 #21)."""
+        budget = seq.group.request.reasoning_budget
+        if budget is None or seq.is_thought_closed:
+            return
+        tail = tuple(seq.tokens[-len(budget.close_tokens) :])
+        if seq.is_thinking and tail == budget.close_tokens:
+            seq.is_thought_closed = True
+            return
+        if not seq.is_thinking:
+            if budget.open_tokens and tuple(seq.tokens[-len(budget.open_tokens) :]) == budget.open_tokens:
+                seq.is_thinking = True
+            elif seq.num_generated > len(budget.open_tokens) + 2:
+                seq.is_thought_closed = True  # the model answered without thinking
+            return
+        seq.think_tokens += 1
+        if seq.think_tokens >= budget.budget and not seq.forced:
+            seq.forced.extend(budget.close_tokens)
+
+    def _free_seq(self, seq: Sequence) -> None:
+        rt = self._runtime.pop(seq, None)
+        if rt is not None:
+            rt.sampler.free()
+
+    def _free_group(self, group: Group) -> None:
+        for seq in group.seqs:
+            self._free_seq(seq)
+
+    def _fail_all(self, error: ServeError) -> None:
+        deliveries: list[Delivery] = []
+        for request_id in list(self.scheduler.groups):
+            group = self.scheduler.abort(request_id)
+            if group is not None:
+                self._free_group(group)
+                deliveries.append((request_id, error))
+        self.runner.apply(self.scheduler.take_pending_ops())
+        if deliveries:
+            self.publish(deliveries)

@@ -1,0 +1,225 @@
+"""Model and context lifetime, the llama_batch, llama_decode and logits access (the only llama_cpp user)."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import llama_cpp as L
+import numpy as np
+
+from qwenhost.engine.llamacpp.scheduler import BatchToken, MemOp
+from qwenhost.engine.protocol import ModelInfo
+
+log = logging.getLogger("qwenhost.llama")
+
+# ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 continuation (ggml.h).
+_LEVELS = {3: logging.WARNING, 4: logging.ERROR}
+
+
+def _forward_log(level: int, text: bytes, _user: object) -> None:
+    # llama.cpp is chatty at load time; its messages go to our logger at debug level, errors as errors.
+    py_level = _LEVELS.get(level, logging.DEBUG)
+    if log.isEnabledFor(py_level):
+        log.log(py_level, "%s", text.decode("utf-8", errors="replace").rstrip())
+
+
+_LOG_CALLBACK = L.llama_log_callback(_forward_log)
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerConfig:
+    model_path: str
+    num_seq_ids: int  # running slots + explicit-cache slots
+    kv_tokens: int | None  # total KV cells shared by all sequences; None: context_length * parallel
+    batch_tokens: int
+    n_threads: int
+    n_threads_batch: int
+    context_length: int | None  # per request; None: min(n_ctx_train, 8192)
+    parallel: int = 1
+    n_gpu_layers: int = 0
+    flash_attn: bool | None = None
+    kv_cache_type: str = "f16"
+
+
+DEFAULT_CONTEXT = 8192
+
+
+class DecodeError(RuntimeError):
+    pass
+
+
+class KvCacheFull(DecodeError):
+    pass
+
+
+_GGML_TYPES = {"f16": 1, "f32": 0, "q8_0": 8, "q4_0": 2, "bf16": 30}
+
+
+class LlamaRunner:
+    """Owns one llama_model + llama_context. Used only from the engine thread."""
+
+    def __init__(self, config: RunnerConfig) -> None:
+        self.config = config
+        L.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+        L.llama_backend_init()
+        model_params = L.llama_model_default_params()
+        model_params.n_gpu_layers = config.n_gpu_layers
+        self.model = L.llama_model_load_from_file(config.model_path.encode(), model_params)
+        if not self.model:
+            raise RuntimeError(f"could not load the GGUF model at {config.model_path}")
+        self.vocab = L.llama_model_get_vocab(self.model)
+        self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
+        n_ctx_train = L.llama_model_n_ctx_train(self.model)
+        self.context_length = config.context_length or min(n_ctx_train, DEFAULT_CONTEXT)
+        ctx_params = L.llama_context_default_params()
+        ctx_params.n_ctx = config.kv_tokens or self.context_length * config.parallel
+        ctx_params.n_batch = config.batch_tokens
+        ctx_params.n_ubatch = min(config.batch_tokens, 512)
+        ctx_params.n_seq_max = config.num_seq_ids
+        ctx_params.n_threads = config.n_threads
+        ctx_params.n_threads_batch = config.n_threads_batch
+        ctx_params.kv_unified = True  # prefix cells are shared between sequences (seq_cp)
+        ctx_params.no_perf = True
+        ctx_params.swa_full = True
+        if config.flash_attn is not None:
+            ctx_params.flash_attn_type = 1 if config.flash_attn else 0
+        if config.kv_cache_type in _GGML_TYPES:
+            ctx_params.type_k = ctx_params.type_v = _GGML_TYPES[config.kv_cache_type]
+        self.ctx = L.llama_init_from_model(self.model, ctx_params)
+        if not self.ctx:
+            L.llama_model_free(self.model)
+            raise RuntimeError("could not create the llama.cpp context (not enough memory for the KV cache?)")
+        self.memory = L.llama_get_memory(self.ctx)
+        self.kv_tokens = L.llama_n_ctx(self.ctx)
+        self.pieces = [self._piece(t) for t in range(self.n_vocab)]
+        self.eog = frozenset(t for t in range(self.n_vocab) if L.llama_vocab_is_eog(self.vocab, t))
+        self._alloc_batch(config.batch_tokens, config.num_seq_ids)
+        self.info = self._model_info()
+
+    # -- batch ------------------------------------------------------------------------------------
+    def _alloc_batch(self, n_tokens: int, n_seq: int) -> None:
+        self._tok = np.zeros(n_tokens, dtype=np.int32)
+        self._pos = np.zeros(n_tokens, dtype=np.int32)
+        self._nseq = np.zeros(n_tokens, dtype=np.int32)
+        self._seq = np.zeros((n_tokens, n_seq), dtype=np.int32)
+        self._out = np.zeros(n_tokens, dtype=np.int8)
+        i32p = ctypes.POINTER(ctypes.c_int32)
+        row_bytes = self._seq.strides[0]
+        base = self._seq.ctypes.data
+        self._seq_ptrs = (i32p * n_tokens)(*[ctypes.cast(base + i * row_bytes, i32p) for i in range(n_tokens)])
+        self._batch = L.llama_batch()
+        self._batch.token = self._tok.ctypes.data_as(i32p)
+        self._batch.embd = ctypes.cast(None, ctypes.POINTER(ctypes.c_float))
+        self._batch.pos = self._pos.ctypes.data_as(i32p)
+        self._batch.n_seq_id = self._nseq.ctypes.data_as(i32p)
+        self._batch.seq_id = ctypes.cast(self._seq_ptrs, ctypes.POINTER(i32p))
+        self._batch.logits = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+
+    def decode(self, tokens: list[BatchToken]) -> dict[int, int]:
+        """Decode one batch; returns {index in ``tokens`` -> logits row} for the rows that want logits."""
+        n = len(tokens)
+        rows: dict[int, int] = {}
+        for i, bt in enumerate(tokens):
+            self._tok[i] = bt.token
+            self._pos[i] = bt.pos
+            k = len(bt.seq_ids)
+            self._nseq[i] = k
+            self._seq[i, :k] = bt.seq_ids
+            self._out[i] = 1 if bt.wants_logits else 0
+            if bt.wants_logits:
+                rows[i] = i
+        self._batch.n_tokens = n
+        status = L.llama_decode(self.ctx, self._batch)
+        if status == 1:
+            raise KvCacheFull("no KV cells left for this batch")
+        if status != 0:
+            raise DecodeError(f"llama_decode returned {status}")
+        return rows
+
+    def logits(self, row: int) -> np.ndarray:
+        ptr = L.llama_get_logits_ith(self.ctx, row)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def apply(self, ops: Iterable[MemOp]) -> None:
+        for op in ops:
+            if op.kind == "rm":
+                L.llama_memory_seq_rm(self.memory, op.dst, op.p0, op.p1)
+            elif op.kind == "cp":
+                L.llama_memory_seq_cp(self.memory, op.src, op.dst, op.p0, op.p1)
+
+    # -- vocabulary -------------------------------------------------------------------------------
+    def _piece(self, token: int) -> bytes:
+        buf = ctypes.create_string_buffer(256)
+        n = L.llama_token_to_piece(self.vocab, token, buf, 256, 0, True)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = L.llama_token_to_piece(self.vocab, token, buf, -n, 0, True)
+        return buf.raw[:n]
+
+    def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (L.llama_token * cap)()
+        n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            buf = (L.llama_token * cap)()
+            n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        return list(buf[:n])
+
+    def _meta(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        buf = ctypes.create_string_buffer(1 << 20)
+        for i in range(L.llama_model_meta_count(self.model)):
+            L.llama_model_meta_key_by_index(self.model, i, buf, len(buf))
+            key = buf.value.decode("utf-8", errors="replace")
+            if key.startswith("tokenizer.ggml.") and key.endswith(("tokens", "merges", "token_type", "scores")):
+                continue
+            L.llama_model_meta_val_str_by_index(self.model, i, buf, len(buf))
+            out[key] = buf.value.decode("utf-8", errors="replace")
+        return out
+
+    def _model_info(self) -> ModelInfo:
+        meta = self._meta()
+        template = L.llama_model_chat_template(self.model, None)
+        special: dict[str, int] = {}
+        for t in range(self.n_vocab):
+            attr = L.llama_vocab_get_attr(self.vocab, t)
+            if attr & (L.LLAMA_TOKEN_ATTR_CONTROL | L.LLAMA_TOKEN_ATTR_USER_DEFINED):
+                special[self.pieces[t].decode("utf-8", errors="replace")] = t
+        bos = L.llama_vocab_bos(self.vocab)
+        eos = L.llama_vocab_eos(self.vocab)
+        return ModelInfo(
+            n_ctx_train=L.llama_model_n_ctx_train(self.model),
+            context_length=self.context_length,
+            n_vocab=self.n_vocab,
+            chat_template=template.decode("utf-8") if template else None,
+            bos_token=self.pieces[bos].decode("utf-8", errors="replace") if bos >= 0 else "",
+            eos_token=self.pieces[eos].decode("utf-8", errors="replace") if eos >= 0 else "",
+            metadata=meta,
+            special_tokens=special,
+            end_tokens=self.eog,
+            architecture=meta.get("general.architecture", ""),
+        )
+
+    def kv_cells_used(self, seq_ids: Iterable[int]) -> int:
+        """An upper bound on occupied cells: the highest position held by each sequence."""
+        total = 0
+        for seq_id in seq_ids:
+            hi = L.llama_memory_seq_pos_max(self.memory, seq_id)
+            total += max(hi + 1, 0)
+        return total
+
+    def metadata(self) -> Mapping[str, str]:
+        return self.info.metadata
+
+    def close(self) -> None:
+        if self.ctx:
+            L.llama_free(self.ctx)
+            self.ctx = None
+        if self.model:
+            L.llama_model_free(self.model)
+            self.model = None

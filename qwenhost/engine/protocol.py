@@ -1,0 +1,133 @@
+"""The Backend seam between the chat service and an inference engine: what goes in, what comes out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from qwenhost.core.types import CacheReport, SamplingParams
+
+EngineFinish = Literal["stop", "length"]
+
+
+class TokenConstraint(Protocol):
+    """A per-sequence grammar state (built by constrain/); the engine masks logits with it."""
+
+    def allowed_tokens(self) -> Any:
+        """A boolean/bitmask object the backend understands, or None when any token is allowed."""
+
+    def consume(self, token_id: int) -> None: ...
+
+    def forced_tokens(self) -> list[int]:
+        """Tokens the grammar forces next (may be empty)."""
+
+    def is_finished(self) -> bool: ...
+
+
+class ConstraintFactory(Protocol):
+    def __call__(self) -> TokenConstraint: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningBudget:
+    """Close the thought after ``budget`` tokens by forcing ``close_tokens`` (spec §1.3 #21)."""
+
+    budget: int
+    close_tokens: tuple[int, ...]
+    open_at_start: bool  # the prompt already opened the thought (thinking-only templates)
+    open_tokens: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    request_id: str
+    prompt: tuple[int, ...]
+    sampling: tuple[SamplingParams, ...]  # one per choice; len == n
+    max_new_tokens: int
+    stop_sequences: tuple[tuple[int, ...], ...] = ()  # token ids that end a choice (not part of the text)
+    stop_strings: tuple[bytes, ...] = ()  # UTF-8 stop strings: the engine stops the choice when one completes
+    top_logprobs: int | None = None  # None: no logprobs; 0..5: the chosen token plus that many alternatives
+    cache_pins: tuple[int, ...] = ()  # prompt prefix lengths to pin for 5 minutes (explicit cache, spec §4.2)
+    cache_salt: str = ""
+    constraint: ConstraintFactory | None = None
+    reasoning_budget: ReasoningBudget | None = None
+    media: tuple[Any, ...] = ()  # engine-specific prepared media chunks (issue: multimodal)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.sampling)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenAlternative:
+    token_id: int
+    piece: bytes
+    logprob: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenOut:
+    """One sampled token of one choice. ``is_end`` tokens (EOG, stop ids) carry no text."""
+
+    choice: int
+    token_id: int
+    piece: bytes
+    finish: EngineFinish | None = None
+    is_end: bool = False
+    logprob: float | None = None
+    top: tuple[TokenAlternative, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PromptDone:
+    prompt_tokens: int
+    cache: CacheReport
+
+
+@dataclass(frozen=True, slots=True)
+class StepOut:
+    tokens: tuple[TokenOut, ...]
+
+
+EngineOutput = PromptDone | StepOut
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What the service needs to know about a loaded model."""
+
+    n_ctx_train: int
+    context_length: int
+    n_vocab: int
+    chat_template: str | None
+    bos_token: str
+    eos_token: str
+    metadata: Mapping[str, str]
+    special_tokens: Mapping[str, int]  # text of control/special tokens -> id
+    end_tokens: frozenset[int] = frozenset()  # end-of-generation tokens (EOS, EOT, <|im_end|> …)
+    architecture: str = ""
+
+
+class Backend(Protocol):
+    info: ModelInfo
+
+    def generate(self, request: GenerationRequest, salt: str = "") -> AsyncIterator[EngineOutput]:
+        """Run one request; closing the iterator aborts it and frees its sequences."""
+
+    def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]: ...
+
+    def detokenize(self, tokens: list[int]) -> bytes: ...
+
+    def token_piece(self, token_id: int) -> bytes: ...
+
+    def stats(self) -> Mapping[str, float]:
+        """Gauges for /metrics (running sequences, queue depth, KV usage …)."""
+
+    def check_capacity(self) -> None:
+        """Raise Throttled at once when the backend cannot queue another request."""
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...

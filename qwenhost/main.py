@@ -1,0 +1,149 @@
+"""Composition root: Settings -> engines -> model registry -> chat service -> ASGI app -> uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import time
+from pathlib import Path
+
+from starlette.applications import Starlette
+
+from qwenhost.api.app import create_app
+from qwenhost.config import ConfigError, ModelConfig, Settings
+from qwenhost.engine.llamacpp.backend import EngineConfig, LlamaCppBackend
+from qwenhost.engine.llamacpp.runner import RunnerConfig
+from qwenhost.engine.llamacpp.scheduler import SchedulerConfig
+from qwenhost.engine.protocol import Backend
+from qwenhost.formats.registry import detect_format, get_format
+from qwenhost.ops.auth import KeyStore
+from qwenhost.ops.metrics import Metrics
+from qwenhost.service.chat import ChatService
+from qwenhost.service.models import ModelRegistry, ServedModel
+from qwenhost.templates.renderer import ChatTemplate, builtin_template
+
+log = logging.getLogger("qwenhost")
+
+
+def engine_config(mc: ModelConfig) -> EngineConfig:
+    threads = mc.threads or os.cpu_count() or 1
+    runner = RunnerConfig(
+        model_path=mc.resolved_path(),
+        num_seq_ids=mc.parallel + mc.cache_slots,
+        kv_tokens=mc.kv_cache_tokens,
+        batch_tokens=mc.batch_tokens,
+        n_threads=threads,
+        n_threads_batch=mc.threads_batch or threads,
+        context_length=mc.context_length,
+        parallel=mc.parallel,
+        n_gpu_layers=mc.gpu_layers,
+        kv_cache_type=mc.kv_cache_type,
+    )
+    scheduler = SchedulerConfig(
+        num_slots=mc.parallel,
+        num_pin_slots=mc.cache_slots,
+        batch_tokens=mc.batch_tokens,
+        max_waiting=mc.max_waiting,
+        queue_timeout_s=mc.queue_timeout_s,
+        max_pinned_tokens=mc.max_cached_tokens,
+    )
+    return EngineConfig(runner=runner, scheduler=scheduler)
+
+
+def _load_template(source: str, backend: Backend) -> ChatTemplate:
+    info = backend.info
+    if source.startswith("builtin:"):
+        return ChatTemplate(
+            builtin_template(source.removeprefix("builtin:")),
+            bos_token=info.bos_token,
+            eos_token=info.eos_token,
+            origin=source,
+        )
+    text = Path(source).expanduser().read_text("utf-8")
+    return ChatTemplate(text, bos_token=info.bos_token, eos_token=info.eos_token, origin=source)
+
+
+def served_model(mc: ModelConfig, backend: Backend) -> ServedModel:
+    """Wrap a started backend with its template, family and limits."""
+    info = backend.info
+    fmt = get_format(mc.family) if mc.family else detect_format(info.metadata, info.chat_template)
+    if mc.chat_template:
+        template = _load_template(mc.chat_template, backend)
+    elif info.chat_template:
+        template = ChatTemplate(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
+    else:
+        template = _load_template(f"builtin:{fmt.builtin_template}", backend)
+    tool_template = template if template.supports_tools else _load_template(f"builtin:{fmt.builtin_template}", backend)
+    return ServedModel(
+        config=mc,
+        backend=backend,
+        template=template,
+        tool_template=tool_template,
+        format=fmt,
+        context_length=info.context_length,
+        max_output_tokens=mc.max_output_tokens or info.context_length,
+        created=int(time.time()),
+    )
+
+
+def load_models(settings: Settings) -> ModelRegistry:
+    models = []
+    for mc in settings.models:
+        log.info("loading %s from %s", mc.name, mc.resolved_path())
+        backend = LlamaCppBackend(engine_config(mc))
+        backend.start()
+        models.append(served_model(mc, backend))
+    return ModelRegistry(models)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings) -> None:
+    if not is_loopback(settings.server.host) and not settings.server.api_key_hashes:
+        raise ConfigError(
+            f"refusing to listen on {settings.server.host} without API keys: anyone on the network could use "
+            "the server. Pass --api-key KEY (or QWENHOST_API_KEYS=k1,k2, or api_keys_file in the config), "
+            "or bind 127.0.0.1."
+        )
+
+
+def build_app(settings: Settings, registry: ModelRegistry) -> Starlette:
+    service = ChatService(
+        registry, request_timeout_s=settings.server.request_timeout_s, cache_isolation=settings.server.cache_isolation
+    )
+    metrics = Metrics(lambda: [(m.name, m.backend.stats()) for m in registry])
+    return create_app(service, KeyStore(settings.server.api_key_hashes), metrics)
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    check_exposure(settings)
+    registry = load_models(settings)
+    app = build_app(settings, registry)
+    host, port = settings.server.host, settings.server.port
+    shown = f"[{host}]" if ":" in host else host
+    for model in registry:
+        aliases = ", ".join(model.config.aliases) or "none"
+        log.info(
+            "model %s (family %s, context %d, parallel %d); aliases: %s",
+            model.name,
+            model.format.name,
+            model.context_length,
+            model.config.parallel,
+            aliases,
+        )
+    log.info("qwenhost listening on http://%s:%d/compatible-mode/v1 (also /v1)", shown, port)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    finally:
+        for model in registry:
+            model.backend.close()

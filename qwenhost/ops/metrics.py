@@ -1,0 +1,129 @@
+"""Prometheus metrics and the per-request observer that feeds them and the access log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from qwenhost.core.events import ChatEvent, ContentDelta, Finish, ReasoningDelta, ToolCallArgsDelta, ToolCallStart
+from qwenhost.core.types import Usage
+
+access_log = logging.getLogger("qwenhost.access")
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+class _EngineCollector:
+    """Reads each backend's gauges at scrape time (running sequences, queue depth, KV usage …)."""
+
+    def __init__(self, sources: Callable[[], Iterable[tuple[str, Mapping[str, float]]]]) -> None:
+        self._sources = sources
+
+    def collect(self) -> Iterable[Metric]:
+        families: dict[str, GaugeMetricFamily] = {}
+        for model, stats in self._sources():
+            for key, value in stats.items():
+                family = families.get(key)
+                if family is None:
+                    family = families[key] = GaugeMetricFamily(
+                        f"qwenhost_engine_{key}", f"engine gauge {key}", labels=["model"]
+                    )
+                family.add_metric([model], float(value))
+        return list(families.values())
+
+
+class Metrics:
+    def __init__(self, engine_stats: Callable[[], Iterable[tuple[str, Mapping[str, float]]]]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("qwenhost_requests", "Chat requests by outcome", ["model", "status"], registry=r)
+        self.prompt_tokens = Counter("qwenhost_prompt_tokens", "Prompt tokens", ["model"], registry=r)
+        self.completion_tokens = Counter("qwenhost_completion_tokens", "Generated tokens", ["model"], registry=r)
+        self.cached_tokens = Counter(
+            "qwenhost_cached_prompt_tokens", "Prompt tokens served from cache", ["model"], registry=r
+        )
+        self.ttft = Histogram(
+            "qwenhost_time_to_first_token_seconds",
+            "Time to first token",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.itl = Histogram(
+            "qwenhost_inter_token_latency_seconds",
+            "Time between streamed deltas",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.duration = Histogram(
+            "qwenhost_request_duration_seconds", "Whole request time", ["model"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        r.register(_EngineCollector(engine_stats))  # type: ignore[arg-type]
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+_TOKEN_EVENTS = (ContentDelta, ReasoningDelta, ToolCallStart, ToolCallArgsDelta)
+
+
+@dataclass
+class RequestObserver:
+    """Watches one request's events; ``close()`` records metrics and writes the access-log line."""
+
+    metrics: Metrics | None
+    request_id: str
+    key_id: str | None
+    started_s: float = field(default_factory=time.perf_counter)
+    model: str = "-"
+    stream: bool = False
+    first_token_s: float | None = None
+    last_token_s: float | None = None
+    finish_reasons: list[str] = field(default_factory=list)
+
+    def on_event(self, event: ChatEvent) -> None:
+        if isinstance(event, _TOKEN_EVENTS):
+            now = time.perf_counter()
+            if self.first_token_s is None:
+                self.first_token_s = now
+                if self.metrics is not None:
+                    self.metrics.ttft.labels(self.model).observe(now - self.started_s)
+            elif self.metrics is not None and self.last_token_s is not None:
+                self.metrics.itl.labels(self.model).observe(now - self.last_token_s)
+            self.last_token_s = now
+        elif isinstance(event, Finish):
+            self.finish_reasons.append(event.reason)
+
+    def close(self, status: int, usage: Usage | None, error: str | None = None) -> None:
+        elapsed = time.perf_counter() - self.started_s
+        if self.metrics is not None:
+            self.metrics.requests.labels(self.model, str(status)).inc()
+            self.metrics.duration.labels(self.model).observe(elapsed)
+            if usage is not None:
+                self.metrics.prompt_tokens.labels(self.model).inc(usage.prompt_tokens)
+                self.metrics.completion_tokens.labels(self.model).inc(usage.completion_tokens)
+                self.metrics.cached_tokens.labels(self.model).inc(usage.cache.cached_tokens)
+        if access_log.isEnabledFor(logging.INFO):
+            record = {
+                "request_id": self.request_id,
+                "model": self.model,
+                "key_id": self.key_id,
+                "status": status,
+                "stream": self.stream,
+                "prompt_tokens": usage.prompt_tokens if usage else None,
+                "completion_tokens": usage.completion_tokens if usage else None,
+                "cached_tokens": usage.cache.cached_tokens if usage else None,
+                "ttft_ms": round((self.first_token_s - self.started_s) * 1000, 1) if self.first_token_s else None,
+                "duration_ms": round(elapsed * 1000, 1),
+                "finish_reason": ",".join(self.finish_reasons) or None,
+            }
+            if error:
+                record["error"] = error
+            access_log.info(json.dumps(record, ensure_ascii=False))

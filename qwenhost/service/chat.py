@@ -1,0 +1,228 @@
+"""The single chat pipeline: prepare(request) -> Job (every request-level error raised here, before any
+byte is sent) and run(job) -> ChatEvents. Streaming and non-streaming both come from run()."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from qwenhost.core import ids
+from qwenhost.core.errors import InvalidParameter, NotSupported
+from qwenhost.core.events import ChatEvent, RoleStart, UsageReport
+from qwenhost.core.types import CacheReport, ChatRequest, SamplingParams, Usage
+from qwenhost.engine.protocol import GenerationRequest, PromptDone, StepOut
+from qwenhost.parsing.base import OutputParser, PlainParser
+from qwenhost.service.models import ModelRegistry, ServedModel
+from qwenhost.service.output import ChoicePipeline
+from qwenhost.service.prompt import PromptBuilder, RenderedPrompt
+
+SEED_MODULUS = 2**31
+
+
+@dataclass
+class Job:
+    request: ChatRequest
+    model: ServedModel
+    prompt: RenderedPrompt
+    generation: GenerationRequest
+    stop_strings: tuple[str, ...]
+    request_id: str
+    created: int
+    is_thinking: bool = False
+    deadline_s: float | None = None
+    salt: str = ""
+    usage: Usage | None = field(default=None)
+
+    @property
+    def completion_id(self) -> str:
+        return ids.completion_id(self.request_id)
+
+    @property
+    def model_name(self) -> str:
+        return self.request.model  # the response echoes the requested name (alias or not)
+
+
+class ChatService:
+    def __init__(
+        self, registry: ModelRegistry, *, request_timeout_s: float = 300.0, cache_isolation: bool = False
+    ) -> None:
+        self.registry = registry
+        self.request_timeout_s = request_timeout_s
+        self.cache_isolation = cache_isolation
+
+    # -- prepare ----------------------------------------------------------------------------------
+    def prepare(self, request: ChatRequest, *, request_id: str, key_id: str | None = None) -> Job:
+        model = self.registry.resolve(request.model)
+        self._refuse_unsupported(request, model)
+        is_thinking = self._thinking(request, model)
+        prompt = self._prompt(request, model, is_thinking)
+        max_new = self._max_new_tokens(request, model, len(prompt.tokens))
+        stop_strings = self._stop_strings(request, model)
+        generation = GenerationRequest(
+            request_id=request_id,
+            prompt=prompt.tokens,
+            sampling=self._sampling(request, model, is_thinking),
+            max_new_tokens=max_new,
+            stop_sequences=tuple(s for s in request.stop.token_sequences if len(s) == 1),
+            stop_strings=tuple(s.encode("utf-8") for s in stop_strings),
+            top_logprobs=request.top_logprobs if request.logprobs else None,
+            cache_pins=prompt.cache_pins,
+        )
+        model.backend.check_capacity()
+        return Job(
+            request=request,
+            model=model,
+            prompt=prompt,
+            generation=generation,
+            stop_strings=stop_strings,
+            request_id=request_id,
+            created=int(time.time()),
+            is_thinking=is_thinking,
+            deadline_s=None if request.stream else time.monotonic() + self.request_timeout_s,
+            salt=(key_id or "") if self.cache_isolation else "",
+        )
+
+    def _refuse_unsupported(self, request: ChatRequest, model: ServedModel) -> None:
+        """Parameters whose feature is not built yet are refused clearly, never silently ignored."""
+        if request.tools and request.tool_choice != "none":
+            raise NotSupported("The tool call is not supported.")
+        if request.response_format is not None and request.response_format.type != "text":
+            raise NotSupported(f"response_format of type '{request.response_format.type}' is not supported yet.")
+        if any(m.media for m in request.messages):
+            raise InvalidParameter("input content must be a string.")
+        if request.enable_search:
+            raise NotSupported("This model does not support enable_search.")
+        if request.enable_code_interpreter:
+            raise NotSupported("This model does not support enable_code_interpreter.")
+        if "audio" in request.modalities or request.audio_output is not None:
+            raise NotSupported("This model does not support audio output.")
+        if request.translation_options is not None:
+            raise NotSupported("This model does not support translation_options.")
+
+    def _thinking(self, request: ChatRequest, model: ServedModel) -> bool:
+        fmt = model.format
+        if not fmt.has_thinking:
+            if request.enable_thinking:
+                raise InvalidParameter(f"The model {request.model} does not support enable_thinking.")
+            return False
+        return fmt.thinking_default if request.enable_thinking is None else request.enable_thinking
+
+    def _prompt(self, request: ChatRequest, model: ServedModel, is_thinking: bool) -> RenderedPrompt:
+        builder = PromptBuilder(model)
+        kwargs: dict[str, object] = {}
+        if model.format.has_thinking and model.format.thinking_kwarg:
+            kwargs[model.format.thinking_kwarg] = is_thinking
+        messages = request.messages
+        prefix = None
+        if request.is_partial:
+            messages, prefix = messages[:-1], messages[-1].text()
+        tools = request.tools if request.tool_choice != "none" else ()
+        prompt = builder.build(messages, tools=tools, template_kwargs=kwargs, assistant_prefix=prefix)
+        limit = model.max_input_tokens
+        if request.max_input_tokens is not None:
+            limit = max(1, min(limit, request.max_input_tokens))
+        if not 1 <= len(prompt.tokens) <= limit:
+            raise InvalidParameter(f"Range of input length should be [1, {limit}]")
+        return prompt
+
+    def _max_new_tokens(self, request: ChatRequest, model: ServedModel, num_prompt: int) -> int:
+        cap = model.max_output_tokens
+        for name, value in (
+            ("max_tokens", request.max_tokens),
+            ("max_completion_tokens", request.max_completion_tokens),
+        ):
+            if value is not None and not 1 <= value <= cap:
+                raise InvalidParameter(f"Range of {name} should be [1, {cap}]")
+        wanted = min(v for v in (request.max_tokens, request.max_completion_tokens, cap) if v is not None)
+        return max(1, min(wanted, model.context_length - num_prompt))
+
+    def _stop_strings(self, request: ChatRequest, model: ServedModel) -> tuple[str, ...]:
+        strings = list(request.stop.strings) + list(model.format.stop_strings)
+        for seq in request.stop.token_sequences:
+            if len(seq) > 1:  # single ids stop in the engine; longer id sequences are matched as their text
+                text = model.backend.detokenize(list(seq)).decode("utf-8", errors="replace")
+                if text:
+                    strings.append(text)
+        return tuple(dict.fromkeys(strings))
+
+    def _sampling(self, request: ChatRequest, model: ServedModel, is_thinking: bool) -> tuple[SamplingParams, ...]:
+        defaults = model.config.sampling_thinking if is_thinking else model.config.sampling
+        base = request.sampling.resolve(defaults)
+        bias = dict(request.logit_bias)
+        for token in model.backend.info.end_tokens if request.ignore_eos else ():
+            bias[token] = float("-inf")
+        vocab = model.backend.info.n_vocab
+        if any(not 0 <= t < vocab for t in bias):
+            raise InvalidParameter(f"logit_bias token ids should be in [0, {vocab - 1}]")
+        out = []
+        for choice in range(request.n):
+            seed = base.seed
+            if seed is not None and choice > 0:
+                seed = (seed + choice) % SEED_MODULUS  # n choices are independent samples (spec §4.5)
+            out.append(
+                SamplingParams(
+                    temperature=base.temperature,
+                    top_p=base.top_p,
+                    top_k=base.top_k,
+                    presence_penalty=base.presence_penalty,
+                    frequency_penalty=base.frequency_penalty,
+                    repetition_penalty=base.repetition_penalty,
+                    seed=seed,
+                    logit_bias=tuple(bias.items()),
+                )
+            )
+        return tuple(out)
+
+    def make_parser(self, job: Job, choice: int) -> OutputParser:
+        return PlainParser(choice)
+
+    # -- run --------------------------------------------------------------------------------------
+    async def run(self, job: Job) -> AsyncIterator[ChatEvent]:
+        """Generate; the first event arrives only after the prompt is processed, so queueing errors
+        (503 after the queue timeout) can still be answered with an HTTP status."""
+        pipelines = [
+            ChoicePipeline(i, self.make_parser(job, i), job.stop_strings, logprobs=job.request.logprobs)
+            for i in range(job.request.n)
+        ]
+        cache = CacheReport()
+        stream = job.model.backend.generate(job.generation, job.salt)
+        try:
+            while not all(p.is_done for p in pipelines):
+                try:
+                    out = await self._next(stream, job.deadline_s)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    for p in pipelines:
+                        for event in p.truncate():
+                            yield event
+                    break
+                if isinstance(out, PromptDone):
+                    cache = out.cache
+                    for p in pipelines:
+                        yield RoleStart(p.choice, is_thinking=job.is_thinking)
+                elif isinstance(out, StepOut):
+                    for token in out.tokens:
+                        for event in pipelines[token.choice].feed(token):
+                            yield event
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        usage = Usage(
+            prompt_tokens=len(job.prompt.tokens),
+            completion_tokens=sum(p.completion_tokens for p in pipelines),
+            cache=cache,
+            reasoning_tokens=sum(p.reasoning_tokens for p in pipelines) if job.is_thinking else None,
+        )
+        job.usage = usage
+        yield UsageReport(usage)
+
+    @staticmethod
+    async def _next(stream: AsyncIterator[object], deadline_s: float | None) -> object:
+        if deadline_s is None:
+            return await anext(stream)
+        remaining = deadline_s - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        return await asyncio.wait_for(anext(stream), remaining)

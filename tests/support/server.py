@@ -1,0 +1,84 @@
+"""Start the real qwenhost server in a subprocess for end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.root}/compatible-mode/v1"
+
+    def log(self) -> str:
+        return self.log_path.read_text("utf-8", errors="replace")
+
+
+@contextlib.contextmanager
+def running_server(
+    tmp_dir: Path,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    config: str | None = None,
+    startup_timeout_s: float = 120.0,
+) -> Iterator[RunningServer]:
+    """``qwenhost serve`` on a free port, waiting for /health; killed on exit."""
+    port = free_port()
+    log_path = tmp_dir / f"server-{port}.log"
+    cmd = [sys.executable, "-m", "qwenhost", "serve", "--port", str(port), *args]
+    if config is not None:
+        cfg = tmp_dir / f"config-{port}.toml"
+        cfg.write_text(config, "utf-8")
+        cmd += ["--config", str(cfg)]
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
+    server = RunningServer(port, process, log_path)
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+            try:
+                if httpx.get(f"{server.root}/health", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not become healthy:\n{server.log()}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
