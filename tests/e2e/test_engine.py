@@ -180,3 +180,24 @@ def test_metrics_and_access_log(server: RunningServer, client: openai.OpenAI) ->
     ):
         assert name in text, name
     assert '"request_id"' in server.log() and '"finish_reason"' in server.log()
+
+
+def test_cache_isolation_between_keys(tmp_path: Path) -> None:
+    config = """
+[server]
+api_keys = ["sk-alice", "sk-bob"]
+cache_isolation = true
+"""
+    system = "You are a careful assistant. " + " ".join(f"Policy {i} applies." for i in range(40))
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": "Hello"}]
+    with running_server(tmp_path, ("--context-length", "2048", "--parallel", "2"), config=config) as srv:
+
+        def cached(key: str) -> int:
+            client = openai.OpenAI(base_url=srv.base_url, api_key=key, max_retries=0)
+            r = client.chat.completions.create(model="qwen-plus", messages=messages, max_tokens=1)  # type: ignore[arg-type]
+            assert r.usage is not None and r.usage.prompt_tokens_details is not None
+            return r.usage.prompt_tokens_details.cached_tokens or 0
+
+        assert cached("sk-alice") == 0
+        assert cached("sk-bob") == 0  # Alice's prefix is not reused for Bob
+        assert cached("sk-alice") > 50

@@ -19,9 +19,16 @@ log = logging.getLogger("qwenhost.llama")
 _LEVELS = {3: logging.WARNING, 4: logging.ERROR}
 
 
+# With a unified KV cache llama.cpp compares the whole cache with the training context and warns;
+# qwenhost bounds every request by context_length itself, so the warning is noise.
+_QUIET = (b"possible training context overflow",)
+
+
 def _forward_log(level: int, text: bytes, _user: object) -> None:
     # llama.cpp is chatty at load time; its messages go to our logger at debug level, errors as errors.
     py_level = _LEVELS.get(level, logging.DEBUG)
+    if any(q in text for q in _QUIET):
+        py_level = logging.DEBUG
     if log.isEnabledFor(py_level):
         log.log(py_level, "%s", text.decode("utf-8", errors="replace").rstrip())
 
