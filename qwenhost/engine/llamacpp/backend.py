@@ -123,6 +123,5 @@ class LlamaCppBackend:
             "preemptions": s.preemptions,
             "pinned_prefixes": len(sched.pins),
             "kv_cells_capacity": self._loop.runner.kv_tokens,
-            # An upper bound: prefixes shared between slots are counted once per slot.
-            "kv_tokens_held": sum(len(slot.tokens) for slot in sched.slots) + sum(len(p.tokens) for p in sched.pins),
+            "kv_tokens_held": sched.tokens_held(),
         }
