@@ -147,6 +147,12 @@ def _model(raw: Mapping[str, Any], index: int) -> ModelConfig:
     config = ModelConfig(**values)
     if config.parallel < 1:
         raise ConfigError(f"{where}: parallel must be at least 1")
+    if (
+        config.kv_cache_tokens is not None
+        and config.context_length is not None
+        and config.kv_cache_tokens < config.context_length
+    ):
+        raise ConfigError(f"{where}: kv_cache_tokens must be at least context_length (one request must fit)")
     return config
 
 

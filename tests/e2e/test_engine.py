@@ -201,3 +201,30 @@ cache_isolation = true
         assert cached("sk-alice") == 0
         assert cached("sk-bob") == 0  # Alice's prefix is not reused for Bob
         assert cached("sk-alice") > 50
+
+
+def test_kv_pressure_preempts_and_recomputes(tmp_path: Path) -> None:
+    config = """
+[[models]]
+name = "tight"
+path = "embedded"
+aliases = ["qwen-plus"]
+parallel = 3
+context_length = 256
+kv_cache_tokens = 320
+"""
+    with running_server(tmp_path, config=config) as srv:
+
+        async def main() -> list[int]:
+            async with openai.AsyncOpenAI(base_url=srv.base_url, api_key="x", max_retries=0) as client:
+                calls = [
+                    client.chat.completions.create(
+                        model="qwen-plus", messages=STORY, max_tokens=300, seed=i, extra_body={"ignore_eos": True}
+                    )
+                    for i in range(3)
+                ]
+                results = await asyncio.gather(*calls)
+            return [r.usage.completion_tokens for r in results]  # type: ignore[union-attr]
+
+        assert asyncio.run(main()) == [150, 150, 150]  # three need ~570 cells of 320: some are preempted
+        assert gauge(srv, "preemptions") > 0

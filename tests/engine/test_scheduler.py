@@ -181,9 +181,13 @@ def test_preemption_requeues_the_newest_and_recomputes() -> None:
     victim = s.preempt_one()
     assert victim is not None and victim.group.request_id == "new"
     assert victim.state is SeqState.WAITING and victim.num_computed == 0
+    clock.now += 3600
     plan = s.schedule()
-    assert [t.token for t in plan.tokens if t.owner is not None or t.seq_ids == (victim.slot,)][-3:] == [3, 4, 500]
+    assert not plan.admitted and not plan.expired  # full cache: wait for "old"; a preempted request never expires
+    s.finish(s.groups["old"].seqs[0], "stop")
+    plan = s.schedule()
     assert plan.admitted[0] is victim.group
+    assert [t.token for t in plan.tokens] == [3, 4, 500]  # prompt and the sampled token are recomputed
 
 
 def test_explicit_cache_pins_and_hits() -> None:

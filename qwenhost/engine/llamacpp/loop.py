@@ -144,14 +144,23 @@ class EngineLoop:
             if victim is not None:
                 self.stats.preemptions += 1
                 return False
-            self._fail_all(
-                ServeError("The KV cache is too small for this request.", status=400, code="invalid_parameter_error")
-            )
+            # One sequence alone does not fit: fail the requests in this batch, not the queued ones.
+            self._fail_groups(self._plan_groups(plan), CapacityExceeded())
             return False
         except DecodeError:
             log.exception("llama_decode failed")
-            self._fail_all(InternalError())
+            self._fail_groups(self._plan_groups(plan), InternalError())
             return False
+
+    def _plan_groups(self, plan: StepPlan) -> list[Group]:
+        groups: dict[str, Group] = {}
+        slots = self.scheduler.slots
+        for bt in plan.tokens:
+            for seq_id in bt.seq_ids:
+                owner = slots[seq_id].owner if seq_id < len(slots) else None
+                if owner is not None:
+                    groups[owner.group.request_id] = owner.group
+        return list(groups.values())
 
     def _start_group(self, group: Group) -> None:
         request = group.request
@@ -299,12 +308,14 @@ class EngineLoop:
             self._free_seq(seq)
 
     def _fail_all(self, error: ServeError) -> None:
+        self._fail_groups(list(self.scheduler.groups.values()), error)
+
+    def _fail_groups(self, groups: list[Group], error: ServeError) -> None:
         deliveries: list[Delivery] = []
-        for request_id in list(self.scheduler.groups):
-            group = self.scheduler.abort(request_id)
-            if group is not None:
+        for group in groups:
+            if self.scheduler.abort(group.request_id) is not None:
                 self._free_group(group)
-                deliveries.append((request_id, error))
+                deliveries.append((group.request_id, error))
         self.runner.apply(self.scheduler.take_pending_ops())
         if deliveries:
             self.publish(deliveries)

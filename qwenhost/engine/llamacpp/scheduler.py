@@ -60,6 +60,7 @@ class Group:
     cache_creation_tokens: int = 0
     is_prompt_split: bool = False  # after a preemption the choices prefill on their own
     is_prompt_reported: bool = False
+    was_admitted: bool = False
     salt: str = ""
 
     @property
@@ -166,6 +167,9 @@ class Scheduler:
         self.running: list[Sequence] = []
         self.groups: dict[str, Group] = {}
         self._pending_ops: list[MemOp] = []
+        # After a preemption the KV cache is known to be full: admit nothing until a sequence finishes,
+        # or the preempted request would be re-admitted into the same shortage at once (a livelock).
+        self._is_kv_full = False
 
     # -- requests ---------------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, salt: str = "") -> Group:
@@ -204,6 +208,7 @@ class Scheduler:
         seq.finish = reason
         if seq in self.running:
             self.running.remove(seq)
+            self._is_kv_full = False
         if seq.slot >= 0:
             slot = self.slots[seq.slot]
             # Only tokens whose KV is computed stay cached; the last sampled token was never decoded.
@@ -243,7 +248,9 @@ class Scheduler:
             if seq.state is SeqState.DECODE and budget > 0:
                 plan.tokens.append(self._decode_token(seq))
                 budget -= 1
-        while self.waiting and budget > 0 and self._can_admit(self.waiting[0]):
+        if not self.running:
+            self._is_kv_full = False
+        while self.waiting and budget > 0 and not self._is_kv_full and self._can_admit(self.waiting[0]):
             group = self.waiting.popleft()
             self._admit(group, plan)
             plan.admitted.append(group)
@@ -271,8 +278,11 @@ class Scheduler:
         return end - start
 
     def _expire_waiting(self, now: float, plan: StepPlan) -> None:
-        while self.waiting and now - self.waiting[0].arrived_s > self.config.queue_timeout_s:
-            group = self.waiting.popleft()
+        """Requests that waited too long for their first admission are refused (preempted ones never are)."""
+        for group in [
+            g for g in self.waiting if not g.was_admitted and now - g.arrived_s > self.config.queue_timeout_s
+        ]:
+            self.waiting.remove(group)
             for seq in group.seqs:
                 seq.state = SeqState.FINISHED
             self.groups.pop(group.request_id, None)
@@ -333,6 +343,7 @@ class Scheduler:
             self.running.append(seq)
         if not group.is_prompt_reported:
             group.cached_tokens = reuse
+        group.was_admitted = True
         self._touch_pin(source)
 
     # -- results ----------------------------------------------------------------------------------
@@ -369,6 +380,7 @@ class Scheduler:
         victim.slot = -1
         victim.num_computed = 0
         victim.state = SeqState.WAITING
+        self._is_kv_full = True
         if victim.group not in self.waiting:
             self.waiting.appendleft(victim.group)
         return victim
