@@ -59,8 +59,7 @@ def test_python_streaming_include_usage(client: openai.OpenAI) -> None:
 
 
 def test_streaming_without_usage_sends_no_usage_chunk(client: openai.OpenAI) -> None:
-    chunks = list(client.chat.completions.create(model="qwen-plus", messages=SEED_MESSAGES, stream=True,
-                                                 max_tokens=8))
+    chunks = list(client.chat.completions.create(model="qwen-plus", messages=SEED_MESSAGES, stream=True, max_tokens=8))
     assert all(c.choices for c in chunks)
     assert all(c.usage is None for c in chunks)
 
@@ -77,8 +76,9 @@ def test_async_client(aclient: openai.AsyncOpenAI) -> None:
 
 def test_curl_style_raw_http(server: RunningServer) -> None:
     body = {"model": "qwen-plus", "messages": SEED_MESSAGES, "max_tokens": 16}
-    r = httpx.post(f"{server.base_url}/chat/completions", json=body,
-                   headers={"Authorization": "Bearer sk-anything"}, timeout=60)
+    r = httpx.post(
+        f"{server.base_url}/chat/completions", json=body, headers={"Authorization": "Bearer sk-anything"}, timeout=60
+    )
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
     data = r.json()
     assert list(data) == ["choices", "object", "usage", "created", "system_fingerprint", "model", "id"]
@@ -98,8 +98,11 @@ def test_curl_style_raw_streaming(server: RunningServer) -> None:
 
 
 def test_same_routes_under_v1(server: RunningServer) -> None:
-    r = httpx.post(f"{server.root}/v1/chat/completions",
-                   json={"model": "qwen-plus", "messages": SEED_MESSAGES, "max_tokens": 4}, timeout=60)
+    r = httpx.post(
+        f"{server.root}/v1/chat/completions",
+        json={"model": "qwen-plus", "messages": SEED_MESSAGES, "max_tokens": 4},
+        timeout=60,
+    )
     assert r.status_code == 200
 
 
