@@ -119,7 +119,7 @@ class Projector:
         parts = []
         for bitmap in bitmaps:
             part = M.mtmd_input_part()
-            part.text = None
+            part.text = None  # type: ignore[assignment]  # a bitmap part: no text
             part.bitmap = bitmap
             parts.append(part)
         array = (ctypes.POINTER(M.mtmd_input_part) * len(parts))(*[ctypes.pointer(p) for p in parts])

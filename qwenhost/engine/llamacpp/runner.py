@@ -152,12 +152,12 @@ class LlamaRunner:
         rows = (i32p * n)(*[ctypes.cast(seq.ctypes.data + i * seq.strides[0], i32p) for i in range(n)])
         batch = L.llama_batch()
         batch.n_tokens = n
-        batch.token = ctypes.cast(None, i32p)
-        batch.embd = embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-        batch.pos = pos.ctypes.data_as(i32p)
-        batch.n_seq_id = n_seq.ctypes.data_as(i32p)
-        batch.seq_id = ctypes.cast(rows, ctypes.POINTER(i32p))
-        batch.logits = outputs.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+        batch.token = ctypes.cast(None, i32p)  # type: ignore[assignment,arg-type]
+        batch.embd = embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float))  # type: ignore[assignment]
+        batch.pos = pos.ctypes.data_as(i32p)  # type: ignore[assignment]
+        batch.n_seq_id = n_seq.ctypes.data_as(i32p)  # type: ignore[assignment]
+        batch.seq_id = ctypes.cast(rows, ctypes.POINTER(i32p))  # type: ignore[assignment]
+        batch.logits = outputs.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))  # type: ignore[assignment]
         status = L.llama_decode(self.ctx, batch)
         if status == 1:
             raise KvCacheFull("no KV cells left for this batch")
