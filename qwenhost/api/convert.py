@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from qwenhost.core.errors import (
     AlgoInvalidParameter,
@@ -24,6 +24,7 @@ from qwenhost.core.types import (
     Message,
     NamedToolChoice,
     ResponseFormat,
+    Role,
     SamplingOverrides,
     SearchOptions,
     StopRule,
@@ -327,7 +328,7 @@ def _message(raw: Any, index: int) -> Message:
     tool_call_id = raw.get("tool_call_id")
     name = raw.get("name")
     return Message(
-        role=role,
+        role=cast(Role, role),
         content=content,
         tool_calls=tool_calls,
         tool_call_id=tool_call_id if isinstance(tool_call_id, str) else None,

@@ -65,7 +65,7 @@ class Metrics:
         self.duration = Histogram(
             "qwenhost_request_duration_seconds", "Whole request time", ["model"], buckets=_LATENCY_BUCKETS, registry=r
         )
-        r.register(_EngineCollector(engine_stats))  # type: ignore[arg-type]
+        r.register(_EngineCollector(engine_stats))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

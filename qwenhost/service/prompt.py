@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from qwenhost.core.errors import InvalidParameter
-from qwenhost.core.types import Message, TextPart, ToolSpec
+from qwenhost.core.types import ContentPart, Message, TextPart, ToolSpec
 from qwenhost.service.models import ServedModel
 from qwenhost.templates.renderer import TemplateRenderError
 
@@ -121,7 +121,9 @@ class PromptBuilder:
         pins = []
         for i, j in marks:
             marked = list(messages)
-            content = list(marked[i].content)  # type: ignore[arg-type]
+            original = marked[i].content
+            assert isinstance(original, tuple)
+            content: list[ContentPart] = list(original)
             part = content[j]
             if isinstance(part, TextPart):
                 content[j] = replace(part, text=part.text + _MARK)

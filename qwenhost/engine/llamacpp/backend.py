@@ -147,6 +147,7 @@ class LlamaCppBackend:
             "preemptions": s.preemptions,
             "pinned_prefixes": len(sched.pins),
             "kv_cells_capacity": self._loop.runner.kv_tokens,
+            "kv_tokens_held": sched.tokens_held(),
             **self._media_stats(),
         }
 

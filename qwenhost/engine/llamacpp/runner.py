@@ -19,9 +19,16 @@ log = logging.getLogger("qwenhost.llama")
 _LEVELS = {3: logging.WARNING, 4: logging.ERROR}
 
 
+# With a unified KV cache llama.cpp compares the whole cache with the training context and warns;
+# qwenhost bounds every request by context_length itself, so the warning is noise.
+_QUIET = (b"possible training context overflow",)
+
+
 def _forward_log(level: int, text: bytes, _user: object) -> None:
     # llama.cpp is chatty at load time; its messages go to our logger at debug level, errors as errors.
     py_level = _LEVELS.get(level, logging.DEBUG)
+    if any(q in text for q in _QUIET):
+        py_level = logging.DEBUG
     if log.isEnabledFor(py_level):
         log.log(py_level, "%s", text.decode("utf-8", errors="replace").rstrip())
 
@@ -110,13 +117,15 @@ class LlamaRunner:
         row_bytes = self._seq.strides[0]
         base = self._seq.ctypes.data
         self._seq_ptrs = (i32p * n_tokens)(*[ctypes.cast(base + i * row_bytes, i32p) for i in range(n_tokens)])
-        self._batch = L.llama_batch()
-        self._batch.token = self._tok.ctypes.data_as(i32p)
-        self._batch.embd = ctypes.cast(None, ctypes.POINTER(ctypes.c_float))
-        self._batch.pos = self._pos.ctypes.data_as(i32p)
-        self._batch.n_seq_id = self._nseq.ctypes.data_as(i32p)
-        self._batch.seq_id = ctypes.cast(self._seq_ptrs, ctypes.POINTER(i32p))
-        self._batch.logits = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+        # The batch points into numpy buffers so one step fills it with array writes, not ctypes calls.
+        batch = L.llama_batch()
+        batch.token = self._tok.ctypes.data_as(i32p)  # type: ignore[assignment]
+        batch.embd = ctypes.POINTER(ctypes.c_float)()  # type: ignore[assignment]
+        batch.pos = self._pos.ctypes.data_as(i32p)  # type: ignore[assignment]
+        batch.n_seq_id = self._nseq.ctypes.data_as(i32p)  # type: ignore[assignment]
+        batch.seq_id = ctypes.cast(self._seq_ptrs, ctypes.POINTER(i32p))  # type: ignore[assignment]
+        batch.logits = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))  # type: ignore[assignment]
+        self._batch = batch
 
     def decode(self, tokens: list[BatchToken]) -> dict[int, int]:
         """Decode one batch; returns {index in ``tokens`` -> logits row} for the rows that want logits."""

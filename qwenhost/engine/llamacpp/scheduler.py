@@ -250,6 +250,11 @@ class Scheduler:
     def num_running(self) -> int:
         return len(self.running)
 
+    def tokens_held(self) -> int:
+        """KV positions held by slots and pins: an upper bound, shared prefixes count once per holder."""
+        held = sum(len(s.tokens) if s.owner is None else s.owner.num_computed for s in self.slots)
+        return held + sum(len(p.tokens) for p in self.pins)
+
     def has_work(self) -> bool:
         return bool(self.running or self.waiting)
 

@@ -1,0 +1,228 @@
+"""The scheduler is a pure policy: tested with a fake clock and no llama.cpp (convention 7)."""
+
+from __future__ import annotations
+
+import pytest
+
+from qwenhost.core.types import SamplingParams
+from qwenhost.engine.llamacpp.scheduler import (
+    MemOp,
+    QueueFull,
+    Scheduler,
+    SchedulerConfig,
+    SeqState,
+    common_prefix_len,
+)
+from qwenhost.engine.protocol import GenerationRequest
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def config(**overrides: object) -> SchedulerConfig:
+    values: dict[str, object] = dict(
+        num_slots=2,
+        num_pin_slots=2,
+        batch_tokens=64,
+        max_waiting=4,
+        queue_timeout_s=30.0,
+        min_pin_tokens=4,
+        pin_ttl_s=300.0,
+        max_pinned_tokens=100,
+    )
+    values.update(overrides)
+    return SchedulerConfig(**values)  # type: ignore[arg-type]
+
+
+def request(rid: str, prompt: list[int], n: int = 1, max_new: int = 5, pins: tuple[int, ...] = ()) -> GenerationRequest:
+    return GenerationRequest(rid, tuple(prompt), tuple(SamplingParams() for _ in range(n)), max_new, cache_pins=pins)
+
+
+def run_prompt(s: Scheduler) -> None:
+    """Plan steps until every admitted sequence has its prompt computed, then 'sample' one token each."""
+    for _ in range(20):
+        plan = s.schedule()
+        if not plan.tokens:
+            return
+        s.on_decoded(plan)
+        for bt in plan.tokens:
+            if bt.owner is not None and s.prompt_done(bt.owner):
+                for seq in bt.owner.group.seqs:
+                    if seq.state is SeqState.PREFILL and s.prompt_done(seq):
+                        s.on_sampled(seq, 500)
+        if all(q.state is not SeqState.PREFILL for q in s.running):
+            return
+
+
+def test_common_prefix_len() -> None:
+    assert common_prefix_len([1, 2, 3], [1, 2, 4]) == 2
+    assert common_prefix_len([1, 2], [1, 2, 3]) == 2
+    assert common_prefix_len([], [1]) == 0
+    assert common_prefix_len(list(range(5000)), [*range(4321), 0]) == 4321
+
+
+def test_admission_is_bounded_by_slots_and_queue() -> None:
+    s = Scheduler(config(max_waiting=2), Clock())
+    for i in range(2):
+        s.submit(request(f"r{i}", [1, 2, 3]))
+    plan = s.schedule()
+    assert [g.request_id for g in plan.admitted] == ["r0", "r1"]
+    s.submit(request("r2", [4, 5]))
+    s.submit(request("r3", [4, 5]))
+    with pytest.raises(QueueFull):
+        s.submit(request("r4", [4, 5]))
+    assert not s.schedule().admitted  # both slots busy
+    s.finish(s.groups["r0"].seqs[0], "stop")
+    assert [g.request_id for g in s.schedule().admitted] == ["r2"]
+
+
+def test_prefill_is_chunked_by_the_token_budget() -> None:
+    s = Scheduler(config(batch_tokens=8), Clock())
+    s.submit(request("r", list(range(1, 21))))
+    sizes = []
+    for _ in range(3):
+        plan = s.schedule()
+        sizes.append(len(plan.tokens))
+        s.on_decoded(plan)
+    assert sizes == [8, 8, 4]
+    assert plan.tokens[-1].wants_logits and not any(t.wants_logits for t in plan.tokens[:-1])
+
+
+def test_finished_slot_is_reused_for_a_shared_prefix() -> None:
+    clock = Clock()
+    s = Scheduler(config(), clock)
+    s.submit(request("a", [1, 2, 3, 4, 5, 6]))
+    run_prompt(s)
+    seq = s.groups["a"].seqs[0]
+    s.finish(seq, "stop")
+    assert s.slots[seq.slot].tokens == [1, 2, 3, 4, 5, 6]  # the sampled token was never decoded
+    s.submit(request("b", [1, 2, 3, 4, 9]))
+    plan = s.schedule()
+    group = plan.admitted[0]
+    assert group.cached_tokens == 4 and group.seqs[0].slot == seq.slot
+    assert MemOp("rm", seq.slot, p0=4) in plan.mem_ops
+    assert [t.token for t in plan.tokens] == [9]
+
+
+def test_identical_prompt_recomputes_its_last_token() -> None:
+    s = Scheduler(config(), Clock())
+    s.submit(request("a", [1, 2, 3]))
+    run_prompt(s)
+    s.finish(s.groups["a"].seqs[0], "stop")
+    s.submit(request("b", [1, 2, 3]))
+    plan = s.schedule()
+    assert plan.admitted[0].cached_tokens == 2 and [t.token for t in plan.tokens] == [3]
+
+
+def test_prefix_of_a_running_sequence_is_copied() -> None:
+    s = Scheduler(config(), Clock())
+    s.submit(request("a", [7, 7, 7, 7, 1]))
+    run_prompt(s)
+    s.submit(request("b", [7, 7, 7, 7, 2]))
+    plan = s.schedule()
+    a_slot = s.groups["a"].seqs[0].slot
+    b_slot = s.groups["b"].seqs[0].slot
+    assert b_slot != a_slot
+    assert MemOp("cp", b_slot, src=a_slot, p0=0, p1=4) in plan.mem_ops
+    assert plan.admitted[0].cached_tokens == 4
+
+
+def test_cache_salt_isolates_keys() -> None:
+    s = Scheduler(config(), Clock())
+    s.submit(request("a", [1, 2, 3, 4]), salt="alice")
+    run_prompt(s)
+    s.finish(s.groups["a"].seqs[0], "stop")
+    s.submit(request("b", [1, 2, 3, 5]), salt="bob")
+    assert s.schedule().admitted[0].cached_tokens == 0
+
+
+def test_n_choices_share_one_prefill() -> None:
+    s = Scheduler(config(), Clock())
+    s.submit(request("a", [1, 2, 3], n=2))
+    plan = s.schedule()
+    slots = {seq.slot for seq in plan.admitted[0].seqs}
+    assert len(slots) == 2
+    assert all(set(t.seq_ids) == slots for t in plan.tokens)
+    assert len(plan.tokens) == 3  # prompt computed once for both choices
+
+
+def test_queue_timeout_expires_waiting_requests() -> None:
+    clock = Clock()
+    s = Scheduler(config(num_slots=1), clock)
+    s.submit(request("a", [1]))
+    s.schedule()
+    s.submit(request("b", [2]))
+    clock.now += 31
+    plan = s.schedule()
+    assert [g.request_id for g in plan.expired] == ["b"]
+    assert "b" not in s.groups
+
+
+def test_abort_frees_the_slot_and_keeps_its_cache() -> None:
+    s = Scheduler(config(num_slots=1), Clock())
+    s.submit(request("a", [1, 2, 3, 4]))
+    run_prompt(s)
+    s.abort("a")
+    assert s.num_running == 0 and s.slots[0].owner is None and s.slots[0].tokens == [1, 2, 3, 4]
+
+
+def test_preemption_requeues_the_newest_and_recomputes() -> None:
+    clock = Clock()
+    s = Scheduler(config(), clock)
+    s.submit(request("old", [1, 2]))
+    clock.now += 1
+    s.submit(request("new", [3, 4]))
+    run_prompt(s)
+    victim = s.preempt_one()
+    assert victim is not None and victim.group.request_id == "new"
+    assert victim.state is SeqState.WAITING and victim.num_computed == 0
+    plan = s.schedule()
+    assert [t.token for t in plan.tokens if t.owner is not None or t.seq_ids == (victim.slot,)][-3:] == [3, 4, 500]
+    assert plan.admitted[0] is victim.group
+
+
+def test_explicit_cache_pins_and_hits() -> None:
+    clock = Clock()
+    s = Scheduler(config(), clock)
+    prompt = [5, 6, 7, 8, 9, 10, 11]
+    s.submit(request("a", prompt, pins=(6,)))
+    run_prompt(s)
+    group = s.groups["a"]
+    assert s.pin_prefixes(group) == 6
+    ops = s.take_pending_ops()
+    pin_id = s.pins[0].seq_id
+    assert MemOp("cp", pin_id, src=group.seqs[0].slot, p0=0, p1=6) in ops
+    s.finish(group.seqs[0], "stop")
+    s.slots[group.seqs[0].slot].tokens = []  # even if the slot's own cache is gone, the pin serves
+    s.submit(request("b", [*prompt[:6], 99], pins=(6,)))
+    plan = s.schedule()
+    assert plan.admitted[0].cached_tokens == 6
+    assert MemOp("cp", plan.admitted[0].seqs[0].slot, src=pin_id, p0=0, p1=6) in plan.mem_ops
+    clock.now += 301
+    s.schedule()
+    assert not s.pins  # expired after 5 minutes without a hit
+
+
+def test_short_prefixes_are_not_pinned() -> None:
+    s = Scheduler(config(min_pin_tokens=10), Clock())
+    s.submit(request("a", [1, 2, 3, 4, 5], pins=(4,)))
+    run_prompt(s)
+    assert s.pin_prefixes(s.groups["a"]) == 0 and not s.pins
+
+
+def test_evict_idle_drops_least_recently_used() -> None:
+    clock = Clock()
+    s = Scheduler(config(), clock)
+    for i, rid in enumerate(("a", "b")):
+        clock.now += 1
+        s.submit(request(rid, [i + 1, 9]))
+        run_prompt(s)
+        s.finish(s.groups[rid].seqs[0], "stop")
+    assert s.evict_idle()
+    assert [slot.tokens for slot in s.slots].count([]) == 1
+    assert any(op.kind == "rm" for op in s.take_pending_ops())
