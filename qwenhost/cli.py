@@ -16,6 +16,7 @@ EPILOG = """\
 examples:
   qwenhost serve                                  # the embedded SmolLM2-135M model on 127.0.0.1:8000
   qwenhost serve --model ./Qwen3-4B-Q4_K_M.gguf   # any GGUF; DashScope names (qwen-plus …) map to it
+  qwenhost serve --model Qwen2.5-VL-3B-Instruct-Q4_K_M.gguf --mmproj mmproj-Qwen2.5-VL-3B-f16.gguf
   qwenhost serve --config qwenhost.toml           # several models, aliases, keys, limits
   qwenhost keys add --file keys.txt --name alice  # make an API key; only its hash is stored
 Clients use base_url http://127.0.0.1:8000/compatible-mode/v1 with the official openai SDKs.
@@ -28,6 +29,13 @@ def _add_settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parallel", type=int, help="sequences decoded together (default 4)")
     p.add_argument("--context-length", type=int, help="tokens per request, prompt + answer (default: model's, ≤8192)")
     p.add_argument("--threads", type=int, help="CPU threads for llama.cpp (default: all cores)")
+    p.add_argument("--mmproj", metavar="PATH", help="multimodal projector GGUF for --model (images, video, audio)")
+    p.add_argument(
+        "--allow-private-urls",
+        action="store_true",
+        default=None,
+        help="let media URLs reach loopback/private/link-local addresses (off by default: SSRF guard)",
+    )
 
 
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -40,6 +48,8 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         parallel=args.parallel,
         context_length=args.context_length,
         threads=args.threads,
+        mmproj=args.mmproj,
+        allow_private_urls=args.allow_private_urls,
     )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from qwenhost.core.types import SamplingParams
+from qwenhost.media.policy import MediaPolicy
 
 EMBEDDED = "embedded"
 EMBEDDED_NAME = "smollm2-135m-instruct"
@@ -50,7 +51,7 @@ class ModelConfig:
     aliases: tuple[str, ...] = ()
     family: str | None = None  # None: detected from the GGUF
     chat_template: str | None = None  # a .jinja file, or builtin:<name>; None: the GGUF's own
-    mmproj: str | None = None
+    mmproj: str | None = None  # multimodal projector GGUF (vision/audio): enables image, video, audio parts
     parallel: int = 4
     context_length: int | None = None  # per request; None: min(n_ctx_train, 8192)
     kv_cache_tokens: int | None = None  # shared by all sequences; None: context_length * parallel
@@ -87,6 +88,22 @@ class ServerConfig:
 class Settings:
     server: ServerConfig = field(default_factory=ServerConfig)
     models: tuple[ModelConfig, ...] = ()
+    media: MediaPolicy = field(default_factory=MediaPolicy)
+
+
+def _media(raw: Any, allow_private_urls: bool | None) -> MediaPolicy:
+    """The [media] table: fetch limits and the SSRF switch (spec §4.11; docs/multimodal.md)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("[media] must be a table")
+    known = {f.name for f in fields(MediaPolicy)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"[media]: unknown keys {sorted(unknown)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    policy = MediaPolicy(**values)
+    if allow_private_urls is not None:
+        policy = replace(policy, allow_private_urls=allow_private_urls)
+    return policy
 
 
 def embedded_model_path() -> str:
@@ -166,6 +183,8 @@ def load_settings(
     parallel: int | None = None,
     context_length: int | None = None,
     threads: int | None = None,
+    mmproj: str | None = None,
+    allow_private_urls: bool | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Merge file < environment < command line. Plain keys are hashed here and never kept."""
@@ -211,10 +230,13 @@ def load_settings(
         overrides["context_length"] = context_length
     if threads is not None:
         overrides["threads"] = threads
+    if mmproj is not None:
+        overrides["mmproj"] = mmproj
     if overrides:
         models[0] = replace(models[0], **overrides)
     _check_unique_names(models)
-    return Settings(server=server, models=tuple(models))
+    media = _media(raw.get("media", {}), allow_private_urls)
+    return Settings(server=server, models=tuple(models), media=media)
 
 
 def _check_unique_names(models: Sequence[ModelConfig]) -> None:

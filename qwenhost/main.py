@@ -20,13 +20,14 @@ from qwenhost.formats.registry import detect_format, get_format
 from qwenhost.ops.auth import KeyStore
 from qwenhost.ops.metrics import Metrics
 from qwenhost.service.chat import ChatService
+from qwenhost.service.media import MediaPipeline
 from qwenhost.service.models import ModelRegistry, ServedModel
 from qwenhost.templates.renderer import ChatTemplate, builtin_template
 
 log = logging.getLogger("qwenhost")
 
 
-def engine_config(mc: ModelConfig) -> EngineConfig:
+def engine_config(mc: ModelConfig, max_image_tokens: int = 16384) -> EngineConfig:
     threads = mc.threads or os.cpu_count() or 1
     runner = RunnerConfig(
         model_path=mc.resolved_path(),
@@ -48,7 +49,8 @@ def engine_config(mc: ModelConfig) -> EngineConfig:
         queue_timeout_s=mc.queue_timeout_s,
         max_pinned_tokens=mc.max_cached_tokens,
     )
-    return EngineConfig(runner=runner, scheduler=scheduler)
+    mmproj = str(Path(mc.mmproj).expanduser()) if mc.mmproj else None
+    return EngineConfig(runner=runner, scheduler=scheduler, mmproj=mmproj, max_image_tokens=max_image_tokens)
 
 
 def _load_template(source: str, backend: Backend) -> ChatTemplate:
@@ -91,7 +93,7 @@ def load_models(settings: Settings) -> ModelRegistry:
     models = []
     for mc in settings.models:
         log.info("loading %s from %s", mc.name, mc.resolved_path())
-        backend = LlamaCppBackend(engine_config(mc))
+        backend = LlamaCppBackend(engine_config(mc, settings.media.max_image_tokens))
         backend.start()
         models.append(served_model(mc, backend))
     return ModelRegistry(models)
@@ -117,7 +119,10 @@ def check_exposure(settings: Settings) -> None:
 
 def build_app(settings: Settings, registry: ModelRegistry) -> Starlette:
     service = ChatService(
-        registry, request_timeout_s=settings.server.request_timeout_s, cache_isolation=settings.server.cache_isolation
+        registry,
+        request_timeout_s=settings.server.request_timeout_s,
+        cache_isolation=settings.server.cache_isolation,
+        media=MediaPipeline(settings.media),
     )
     metrics = Metrics(lambda: [(m.name, m.backend.stats()) for m in registry])
     return create_app(service, KeyStore(settings.server.api_key_hashes), metrics)

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from qwenhost.core.errors import Throttled
 from qwenhost.core.types import CacheReport
-from qwenhost.engine.protocol import EngineOutput, GenerationRequest, ModelInfo, PromptDone, StepOut, TokenOut
+from qwenhost.engine.protocol import (
+    EngineOutput,
+    EnginePrompt,
+    GenerationRequest,
+    ModelInfo,
+    PromptDone,
+    PromptPiece,
+    StepOut,
+    TokenOut,
+)
 
 END_TOKEN = 0  # the fake vocabulary: token id = Unicode code point; 0 ends a choice
 FAKE_TEMPLATE = (
@@ -103,6 +112,9 @@ class FakeBackend:
 
     def detokenize(self, tokens: list[int]) -> bytes:
         return "".join(chr(t) for t in tokens if t > 0).encode("utf-8")
+
+    def build_prompt(self, pieces: Sequence[PromptPiece]) -> EnginePrompt:
+        raise NotImplementedError("the fake model is text-only (info.media is None)")
 
     def token_piece(self, token_id: int) -> bytes:
         return chr(token_id).encode("utf-8") if token_id > 0 else b""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -40,6 +40,82 @@ class ReasoningBudget:
 
 
 @dataclass(frozen=True, slots=True)
+class VisualInput:
+    """An image (one frame) or a video run (an even number of frames merged in temporal pairs), already
+    at its final size; ``temporal_positions`` holds each chunk's M-RoPE time offset (spec §4.11)."""
+
+    width: int
+    height: int
+    frames: tuple[bytes, ...] = field(repr=False)  # RGB888 rows
+    digest: bytes
+    temporal_positions: tuple[int, ...] = (0,)
+
+    @property
+    def num_chunks(self) -> int:
+        return max(1, len(self.frames) // 2) if len(self.frames) > 1 else 1
+
+
+@dataclass(frozen=True, slots=True)
+class AudioInput:
+    pcm: bytes = field(repr=False)  # mono float32 at MediaCapabilities.audio_sample_rate
+    digest: bytes
+
+
+MediaInput = VisualInput | AudioInput
+PromptPiece = tuple[int, ...] | MediaInput  # text tokens or one media item, in prompt order
+
+
+@dataclass(frozen=True, slots=True)
+class MediaSpan:
+    """One encoder chunk inside a prompt: ``n_tokens`` KV cells from prompt index ``offset``.
+
+    ``pos`` is the position of its first cell; with ``is_flat`` every cell shares it (M-RoPE images put
+    rows and columns in the other rope sections), and ``next_pos`` is where the text after it resumes —
+    so an image advances the position by less than its token count. ``key`` identifies the content (and
+    its position layout) for prefix matching; the prompt holds ``key`` in each of the span's cells.
+    """
+
+    offset: int
+    n_tokens: int
+    pos: int
+    next_pos: int
+    is_flat: bool
+    key: int
+    unit_offset: int  # first cell of the media item this chunk belongs to: prefix reuse never cuts an item
+    payload: Any = field(default=None, repr=False, compare=False)  # engine-specific (what to encode)
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.n_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class EnginePrompt:
+    """A multimodal prompt: token ids (media cells hold their span key, a negative id) and its spans."""
+
+    tokens: tuple[int, ...]
+    media: tuple[MediaSpan, ...]
+    piece_tokens: tuple[int, ...]  # KV cells taken by each media piece passed in, in order
+
+
+@dataclass(frozen=True, slots=True)
+class MediaCapabilities:
+    """What the model's projector (mmproj) accepts; read from its GGUF metadata (clip.*)."""
+
+    vision_projector: str | None  # clip.projector_type / clip.vision.projector_type, e.g. qwen2.5vl_merger
+    audio_projector: str | None
+    patch_size: int = 0
+    merge_size: int = 1
+    audio_sample_rate: int = 0
+    uses_mrope: bool = False
+
+    @property
+    def pixels_per_token_side(self) -> int:
+        """28 for Qwen2/2.5-VL (14 px patches merged 2x2), 32 for Qwen3-VL (16 px patches)."""
+        return self.patch_size * self.merge_size
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationRequest:
     request_id: str
     prompt: tuple[int, ...]
@@ -52,7 +128,7 @@ class GenerationRequest:
     cache_salt: str = ""
     constraint: ConstraintFactory | None = None
     reasoning_budget: ReasoningBudget | None = None
-    media: tuple[Any, ...] = ()  # engine-specific prepared media chunks (issue: multimodal)
+    media: tuple[MediaSpan, ...] = ()  # spans of media cells in ``prompt`` (built by Backend.build_prompt)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -108,6 +184,7 @@ class ModelInfo:
     special_tokens: Mapping[str, int]  # text of control/special tokens -> id
     end_tokens: frozenset[int] = frozenset()  # end-of-generation tokens (EOS, EOT, <|im_end|> …)
     architecture: str = ""
+    media: MediaCapabilities | None = None  # None: a text-only model
 
 
 class Backend(Protocol):
@@ -119,6 +196,10 @@ class Backend(Protocol):
     def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]: ...
 
     def detokenize(self, tokens: list[int]) -> bytes: ...
+
+    def build_prompt(self, pieces: Sequence[PromptPiece]) -> EnginePrompt:
+        """Lay text tokens and media out in KV cells and positions (only when ``info.media`` is set;
+        blocking, thread-safe: the service calls it from a worker thread)."""
 
     def token_piece(self, token_id: int) -> bytes: ...
 

@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from qwenhost.core import ids
 from qwenhost.core.errors import InvalidParameter, NotSupported
 from qwenhost.core.events import ChatEvent, RoleStart, UsageReport
 from qwenhost.core.types import CacheReport, ChatRequest, SamplingParams, Usage
-from qwenhost.engine.protocol import GenerationRequest, PromptDone, StepOut
+from qwenhost.engine.protocol import GenerationRequest, MediaSpan, PromptDone, StepOut
+from qwenhost.media.policy import MediaPolicy
 from qwenhost.parsing.base import OutputParser, PlainParser
+from qwenhost.service.media import DecodedPart, MediaPipeline
+from qwenhost.service.mmprompt import MediaPromptBuilder, with_sentinels
 from qwenhost.service.models import ModelRegistry, ServedModel
 from qwenhost.service.output import ChoicePipeline
 from qwenhost.service.prompt import PromptBuilder, RenderedPrompt
@@ -34,6 +37,7 @@ class Job:
     deadline_s: float | None = None
     salt: str = ""
     usage: Usage | None = field(default=None)
+    modal_tokens: dict[str, int] = field(default_factory=dict)  # image/video/audio prompt tokens
 
     @property
     def completion_id(self) -> str:
@@ -46,18 +50,49 @@ class Job:
 
 class ChatService:
     def __init__(
-        self, registry: ModelRegistry, *, request_timeout_s: float = 300.0, cache_isolation: bool = False
+        self,
+        registry: ModelRegistry,
+        *,
+        request_timeout_s: float = 300.0,
+        cache_isolation: bool = False,
+        media: MediaPipeline | None = None,
     ) -> None:
         self.registry = registry
         self.request_timeout_s = request_timeout_s
         self.cache_isolation = cache_isolation
+        self.media = media or MediaPipeline(MediaPolicy())
 
     # -- prepare ----------------------------------------------------------------------------------
-    def prepare(self, request: ChatRequest, *, request_id: str, key_id: str | None = None) -> Job:
+    async def aprepare(self, request: ChatRequest, *, request_id: str, key_id: str | None = None) -> Job:
+        """prepare(), after fetching and decoding the request's media (if any) off the event loop."""
+        if not any(m.media for m in request.messages):
+            return self.prepare(request, request_id=request_id, key_id=key_id)
+        model = self.registry.resolve(request.model)
+        self._refuse_unsupported(request, model)
+        decoded = await self.media.decode(request, model)
+        return await asyncio.to_thread(self.prepare, request, request_id=request_id, key_id=key_id, media=decoded)
+
+    def prepare(
+        self,
+        request: ChatRequest,
+        *,
+        request_id: str,
+        key_id: str | None = None,
+        media: list[DecodedPart] | None = None,
+    ) -> Job:
         model = self.registry.resolve(request.model)
         self._refuse_unsupported(request, model)
         is_thinking = self._thinking(request, model)
         prompt = self._prompt(request, model, is_thinking)
+        spans: tuple[MediaSpan, ...] = ()
+        modal: dict[str, int] = {}
+        if media is not None:  # ---- multimodal: media laid out in the rendered prompt (service/mmprompt.py)
+            built = MediaPromptBuilder(model).build(prompt.text, media)
+            first = built.media[0].offset if built.media else len(built.tokens)
+            pins = tuple(p for p in prompt.cache_pins if p <= first)  # markers after media: not pinned (docs)
+            prompt = replace(prompt, tokens=built.tokens, cache_pins=pins)
+            spans, modal = built.media, built.modal_tokens
+            self._check_input_length(request, model, len(prompt.tokens))
         max_new = self._max_new_tokens(request, model, len(prompt.tokens))
         stop_strings = self._stop_strings(request, model)
         generation = GenerationRequest(
@@ -69,6 +104,7 @@ class ChatService:
             stop_strings=tuple(s.encode("utf-8") for s in stop_strings),
             top_logprobs=request.top_logprobs if request.logprobs else None,
             cache_pins=prompt.cache_pins,
+            media=spans,
         )
         model.backend.check_capacity()
         return Job(
@@ -82,6 +118,7 @@ class ChatService:
             is_thinking=is_thinking,
             deadline_s=None if request.stream else time.monotonic() + self.request_timeout_s,
             salt=(key_id or "") if self.cache_isolation else "",
+            modal_tokens=modal,
         )
 
     def _refuse_unsupported(self, request: ChatRequest, model: ServedModel) -> None:
@@ -91,7 +128,7 @@ class ChatService:
         if request.response_format is not None and request.response_format.type != "text":
             raise NotSupported(f"response_format of type '{request.response_format.type}' is not supported yet.")
         if any(m.media for m in request.messages):
-            raise InvalidParameter("input content must be a string.")
+            self.media.check_supported(request, model)  # text-only models: a clear 400, not a crash
         if request.enable_search:
             raise NotSupported("This model does not support enable_search.")
         if request.enable_code_interpreter:
@@ -114,18 +151,21 @@ class ChatService:
         kwargs: dict[str, object] = {}
         if model.format.has_thinking and model.format.thinking_kwarg:
             kwargs[model.format.thinking_kwarg] = is_thinking
-        messages = request.messages
+        messages = with_sentinels(request.messages)  # media parts -> sentinels (service/mmprompt.py)
         prefix = None
         if request.is_partial:
             messages, prefix = messages[:-1], messages[-1].text()
         tools = request.tools if request.tool_choice != "none" else ()
         prompt = builder.build(messages, tools=tools, template_kwargs=kwargs, assistant_prefix=prefix)
+        self._check_input_length(request, model, len(prompt.tokens))
+        return prompt
+
+    def _check_input_length(self, request: ChatRequest, model: ServedModel, num_tokens: int) -> None:
         limit = model.max_input_tokens
         if request.max_input_tokens is not None:
             limit = max(1, min(limit, request.max_input_tokens))
-        if not 1 <= len(prompt.tokens) <= limit:
+        if not 1 <= num_tokens <= limit:
             raise InvalidParameter(f"Range of input length should be [1, {limit}]")
-        return prompt
 
     def _max_new_tokens(self, request: ChatRequest, model: ServedModel, num_prompt: int) -> int:
         cap = model.max_output_tokens
@@ -214,6 +254,7 @@ class ChatService:
             completion_tokens=sum(p.completion_tokens for p in pipelines),
             cache=cache,
             reasoning_tokens=sum(p.reasoning_tokens for p in pipelines) if job.is_thinking else None,
+            **_modal_usage(len(job.prompt.tokens), job.modal_tokens),
         )
         job.usage = usage
         yield UsageReport(usage)
@@ -226,3 +267,12 @@ class ChatService:
         if remaining <= 0:
             raise TimeoutError
         return await asyncio.wait_for(anext(stream), remaining)
+
+
+def _modal_usage(prompt_tokens: int, modal: dict[str, int]) -> dict[str, int]:
+    """prompt_tokens_details per modality (spec §2.2); text_tokens is the rest of the prompt."""
+    if not modal:
+        return {}
+    out = {f"{kind}_tokens": n for kind, n in modal.items()}
+    out["text_tokens"] = prompt_tokens - sum(modal.values())
+    return out

@@ -41,6 +41,17 @@ class ServedModel:
             "max_output_tokens": self.max_output_tokens,
             "parallel": self.config.parallel,
             "template": self.template.origin,
+            **self._media_capabilities(),
+        }
+
+    def _media_capabilities(self) -> dict[str, object]:
+        caps = self.backend.info.media
+        if caps is None:
+            return {}
+        return {
+            "vision": caps.vision_projector,
+            "audio": caps.audio_projector,
+            "pixels_per_token_side": caps.pixels_per_token_side if caps.vision_projector else None,
         }
 
 

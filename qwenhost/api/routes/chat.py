@@ -49,7 +49,7 @@ class ChatRoute:
             body = await _read_json(request)
             chat = parse_chat_request(body)
             observer.model, observer.stream = chat.model, chat.stream
-            job = self.service.prepare(chat, request_id=request_id, key_id=observer.key_id)
+            job = await self.service.aprepare(chat, request_id=request_id, key_id=observer.key_id)
         except ServeError as exc:
             observer.close(exc.status, None, exc.message)
             return error_response(exc, request_id, is_sse=_wants_stream(body))

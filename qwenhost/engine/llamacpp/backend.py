@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from qwenhost.core.errors import ServeError, Throttled
 from qwenhost.engine.llamacpp.loop import Delivery, EngineLoop
+from qwenhost.engine.llamacpp.projector import Projector
 from qwenhost.engine.llamacpp.runner import LlamaRunner, RunnerConfig
 from qwenhost.engine.llamacpp.scheduler import Scheduler, SchedulerConfig
-from qwenhost.engine.protocol import EngineOutput, GenerationRequest, ModelInfo, StepOut
+from qwenhost.engine.protocol import EngineOutput, EnginePrompt, GenerationRequest, ModelInfo, PromptPiece, StepOut
 
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     runner: RunnerConfig
     scheduler: SchedulerConfig
+    mmproj: str | None = None  # the multimodal projector GGUF (vision/audio encoder), loaded with mtmd
+    max_image_tokens: int = 16384  # mtmd must never shrink an image we already sized (spec §4.11)
 
 
 class LlamaCppBackend:
@@ -30,23 +33,44 @@ class LlamaCppBackend:
         self._queues: dict[str, asyncio.Queue[object]] = {}
         self._aio: asyncio.AbstractEventLoop | None = None
         self._in_flight = 0
+        self._projector: Projector | None = None
+        self._info: ModelInfo | None = None
 
     @property
     def info(self) -> ModelInfo:
-        assert self._runner is not None, "backend not started"
-        return self._runner.info
+        assert self._info is not None, "backend not started"
+        return self._info
 
     def start(self) -> None:
         """Load the model and start the engine thread (blocking; done before the server listens)."""
         self._runner = LlamaRunner(self.config.runner)
+        self._info = self._runner.info
+        if self.config.mmproj:
+            rc = self.config.runner
+            self._projector = Projector(
+                self.config.mmproj,
+                self._runner.model,
+                n_threads=rc.n_threads_batch,
+                use_gpu=rc.n_gpu_layers != 0,
+                max_image_tokens=self.config.max_image_tokens,
+            )
+            self._info = replace(self._info, media=self._projector.capabilities)
         scheduler = Scheduler(self.config.scheduler, clock=time.monotonic)
-        self._loop = EngineLoop(self._runner, scheduler, self._publish)
+        self._loop = EngineLoop(self._runner, scheduler, self._publish, self._projector)
         self._loop.start()
+
+    def build_prompt(self, pieces: Sequence[PromptPiece]) -> EnginePrompt:
+        if self._projector is None:
+            raise RuntimeError("this model has no multimodal projector")
+        return self._projector.layout(pieces)
 
     def close(self) -> None:
         if self._loop is not None:
             self._loop.stop()
             self._loop = None
+        if self._projector is not None:
+            self._projector.close()
+            self._projector = None
         if self._runner is not None:
             self._runner.close()
             self._runner = None
@@ -124,4 +148,17 @@ class LlamaCppBackend:
             "pinned_prefixes": len(sched.pins),
             "kv_cells_capacity": self._loop.runner.kv_tokens,
             "kv_tokens_held": sched.tokens_held(),
+            **self._media_stats(),
+        }
+
+    def _media_stats(self) -> dict[str, float]:
+        if self._loop is None or self._loop.encoder is None:
+            return {}
+        e = self._loop.encoder.stats
+        return {
+            "media_chunks_encoded": e.chunks,
+            "media_tokens_encoded": e.tokens,
+            "media_encode_failures": e.failures,
+            "media_encode_seconds": e.seconds,
+            "media_tokens_decoded": self._loop.stats.media_tokens,
         }

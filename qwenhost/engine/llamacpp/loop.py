@@ -12,9 +12,11 @@ from typing import Any
 
 from qwenhost.core.errors import CapacityExceeded, InternalError, ServeError
 from qwenhost.core.types import CacheReport
+from qwenhost.engine.llamacpp.encoder import EmbeddingStore, MediaEncoder
+from qwenhost.engine.llamacpp.projector import Projector
 from qwenhost.engine.llamacpp.runner import DecodeError, KvCacheFull, LlamaRunner
 from qwenhost.engine.llamacpp.sampler import SequenceSampler, mask_logits, token_logprobs
-from qwenhost.engine.llamacpp.scheduler import Group, Scheduler, SeqState, Sequence, StepPlan
+from qwenhost.engine.llamacpp.scheduler import Group, MediaSlice, Scheduler, SeqState, Sequence, StepPlan
 from qwenhost.engine.protocol import (
     GenerationRequest,
     PromptDone,
@@ -49,14 +51,20 @@ class EngineStats:
     cached_tokens: int = 0
     preemptions: int = 0
     step_s: float = 0.0
+    media_tokens: int = 0  # media cells decoded from embeddings
 
 
 class EngineLoop:
-    def __init__(self, runner: LlamaRunner, scheduler: Scheduler, publish: Publish) -> None:
+    def __init__(
+        self, runner: LlamaRunner, scheduler: Scheduler, publish: Publish, projector: Projector | None = None
+    ) -> None:
         self.runner = runner
         self.scheduler = scheduler
         self.publish = publish
         self.stats = EngineStats()
+        self.projector = projector
+        self.encoder = MediaEncoder(projector, self._media_done) if projector is not None else None
+        self._embeddings = EmbeddingStore()
         self._runtime: dict[Sequence, SeqRuntime] = {}
         self._commands: deque[tuple[str, Any]] = deque()
         self._wake = threading.Condition()
@@ -65,6 +73,8 @@ class EngineLoop:
 
     # -- called from other threads ----------------------------------------------------------------
     def start(self) -> None:
+        if self.encoder is not None:
+            self.encoder.start()
         self._thread.start()
 
     def submit(self, request: GenerationRequest, salt: str) -> None:
@@ -76,6 +86,11 @@ class EngineLoop:
     def stop(self) -> None:
         self._command("stop", None)
         self._thread.join(timeout=10)
+        if self.encoder is not None:
+            self.encoder.stop()
+
+    def _media_done(self, key: int, array: Any) -> None:
+        self._command("media", (key, array))  # from the encoder thread
 
     def _command(self, kind: str, payload: Any) -> None:
         with self._wake:
@@ -91,10 +106,15 @@ class EngineLoop:
             self._drain()
             if self.scheduler.has_work():
                 try:
-                    self._step()
+                    progressed = self._step()
                 except Exception:  # a bug must not kill the engine: fail the requests in flight instead
                     log.exception("engine step failed")
                     self._fail_all(InternalError())
+                    continue
+                if not progressed:  # every runnable sequence waits for the media encoder
+                    with self._wake:
+                        if not self._commands:
+                            self._wake.wait(timeout=0.05)
         self._fail_all(InternalError("The server is shutting down."))
 
     def _drain(self) -> None:
@@ -107,10 +127,13 @@ class EngineLoop:
                 group = self.scheduler.abort(payload)
                 if group is not None:
                     self._free_group(group)
+            elif kind == "media":
+                self._on_media(*payload)
             elif kind == "stop":
                 self._stopped = True
 
-    def _step(self) -> None:
+    def _step(self) -> bool:
+        """One schedule -> decode -> sample round; False when nothing could run (waiting for media)."""
         started = time.perf_counter()
         plan = self.scheduler.schedule()
         deliveries: list[Delivery] = []
@@ -119,18 +142,67 @@ class EngineLoop:
         for group in plan.admitted:
             self._start_group(group)
         self.runner.apply(plan.mem_ops)
+        for group, index in plan.encode:
+            self._want_media(group, index)
         if plan.tokens:
             if not self._decode(plan):
                 self.publish(deliveries)
-                return
+                return True
             self.scheduler.on_decoded(plan)
             self._sample_all(plan, deliveries)
             self.stats.steps += 1
             self.stats.decoded_tokens += len(plan.tokens)
+        if plan.media:  # after sampling: another llama_decode overwrites the logits
+            self._decode_media(plan.media)
         self.runner.apply(self.scheduler.take_pending_ops())
         self.stats.step_s += time.perf_counter() - started
         if deliveries:
             self.publish(deliveries)
+        return bool(plan.tokens or plan.media or plan.admitted or plan.expired or deliveries)
+
+    # -- media ------------------------------------------------------------------------------------
+    def _want_media(self, group: Group, index: int) -> None:
+        span = group.request.media[index]
+        wanted = self._embeddings.want(span.key, (group.request_id, index))
+        if wanted == "ready":
+            self.scheduler.media_ready(group.request_id, index)
+        elif wanted == "encode" and self.encoder is not None:
+            self.encoder.submit(span)
+
+    def _on_media(self, key: int, array: Any) -> None:
+        users = self._embeddings.deliver(key, array)
+        failed: list[Delivery] = []
+        for request_id, index in users:
+            if array is not None:
+                self.scheduler.media_ready(request_id, index)
+                continue
+            group = self.scheduler.abort(request_id)
+            if group is not None:
+                self._free_group(group)
+                failed.append((request_id, InternalError("The multimodal content could not be encoded.")))
+        if failed:
+            self.runner.apply(self.scheduler.take_pending_ops())
+            self.publish(failed)
+
+    def _decode_media(self, slices: list[MediaSlice]) -> None:
+        assert self.projector is not None
+        for piece in slices:
+            span = piece.group.request.media[piece.index]
+            rows = self._embeddings.rows(span.key, piece.start, piece.stop)
+            positions = self.projector.positions(span, piece.start, piece.stop)
+            try:
+                self.runner.decode_embeddings(rows, positions, piece.seq_ids)
+            except KvCacheFull:
+                if not self.scheduler.evict_idle() and self.scheduler.preempt_one() is None:
+                    self._fail_all(
+                        ServeError(
+                            "The KV cache is too small for this request.", status=400, code="invalid_parameter_error"
+                        )
+                    )
+                return  # the rest is planned again next step
+            self.stats.media_tokens += piece.stop - piece.start
+            if self.scheduler.on_media_decoded(piece):
+                self._embeddings.release(span.key, (piece.group.request_id, piece.index))
 
     def _decode(self, plan: StepPlan) -> bool:
         try:
@@ -253,6 +325,8 @@ class EngineLoop:
         if finish is not None:
             self.scheduler.finish(seq, finish)
             self._free_seq(seq)
+            if request.media and seq.group.is_done:
+                self._release_media(seq.group)
         return TokenOut(
             choice=seq.choice,
             token_id=token,
@@ -306,6 +380,11 @@ class EngineLoop:
     def _free_group(self, group: Group) -> None:
         for seq in group.seqs:
             self._free_seq(seq)
+        self._release_media(group)
+
+    def _release_media(self, group: Group) -> None:
+        for index, span in enumerate(group.request.media):
+            self._embeddings.release(span.key, (group.request_id, index))
 
     def _fail_all(self, error: ServeError) -> None:
         self._fail_groups(list(self.scheduler.groups.values()), error)

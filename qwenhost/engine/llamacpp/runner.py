@@ -33,7 +33,7 @@ def _forward_log(level: int, text: bytes, _user: object) -> None:
         log.log(py_level, "%s", text.decode("utf-8", errors="replace").rstrip())
 
 
-_LOG_CALLBACK = L.llama_log_callback(_forward_log)
+LOG_CALLBACK = L.llama_log_callback(_forward_log)  # shared by mtmd (projector.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +70,7 @@ class LlamaRunner:
 
     def __init__(self, config: RunnerConfig) -> None:
         self.config = config
-        L.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+        L.llama_log_set(LOG_CALLBACK, ctypes.c_void_p(0))
         L.llama_backend_init()
         model_params = L.llama_model_default_params()
         model_params.n_gpu_layers = config.n_gpu_layers
@@ -147,6 +147,35 @@ class LlamaRunner:
         if status != 0:
             raise DecodeError(f"llama_decode returned {status}")
         return rows
+
+    def decode_embeddings(self, embd: np.ndarray, positions: np.ndarray, seq_ids: tuple[int, ...]) -> None:
+        """Decode media embeddings (``embd``: rows x n_embd_inp float32) at ``positions`` (section-major,
+        n_pos_per_embd x rows). A batch of its own: llama_batch carries either tokens or embeddings."""
+        n = embd.shape[0]
+        embd = np.ascontiguousarray(embd, dtype=np.float32)
+        pos = np.ascontiguousarray(positions, dtype=np.int32)
+        n_seq = np.full(n, len(seq_ids), dtype=np.int32)
+        seq = np.tile(np.asarray(seq_ids, dtype=np.int32), (n, 1))
+        outputs = np.zeros(n, dtype=np.int8)
+        i32p = ctypes.POINTER(ctypes.c_int32)
+        rows = (i32p * n)(*[ctypes.cast(seq.ctypes.data + i * seq.strides[0], i32p) for i in range(n)])
+        batch = L.llama_batch()
+        batch.n_tokens = n
+        batch.token = ctypes.cast(None, i32p)  # type: ignore[assignment,arg-type]
+        batch.embd = embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float))  # type: ignore[assignment]
+        batch.pos = pos.ctypes.data_as(i32p)  # type: ignore[assignment]
+        batch.n_seq_id = n_seq.ctypes.data_as(i32p)  # type: ignore[assignment]
+        batch.seq_id = ctypes.cast(rows, ctypes.POINTER(i32p))  # type: ignore[assignment]
+        batch.logits = outputs.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))  # type: ignore[assignment]
+        status = L.llama_decode(self.ctx, batch)
+        if status == 1:
+            raise KvCacheFull("no KV cells left for this batch")
+        if status != 0:
+            raise DecodeError(f"llama_decode returned {status} for media embeddings")
+
+    @property
+    def n_embd_inp(self) -> int:
+        return int(L.llama_model_n_embd_inp(self.model))
 
     def logits(self, row: int) -> np.ndarray:
         ptr = L.llama_get_logits_ith(self.ctx, row)

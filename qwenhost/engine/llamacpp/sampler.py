@@ -36,7 +36,8 @@ class SequenceSampler:
         if params.repetition_penalty != 1.0:
             rep = L.llama_sampler_init_penalties(n_vocab, window, params.repetition_penalty, 0.0, 0.0)
             for token in prompt[-window:]:
-                L.llama_sampler_accept(rep, token)
+                if token >= 0:  # media cells hold negative content keys, not vocabulary ids
+                    L.llama_sampler_accept(rep, token)
             L.llama_sampler_chain_add(self.chain, rep)
         if params.presence_penalty != 0.0 or params.frequency_penalty != 0.0:
             pen = L.llama_sampler_init_penalties(

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from qwenhost.engine.llamacpp.layout import PromptLayout
 from qwenhost.engine.protocol import GenerationRequest
 
 
@@ -62,6 +63,11 @@ class Group:
     is_prompt_reported: bool = False
     was_admitted: bool = False
     salt: str = ""
+    layout: PromptLayout | None = None  # only for prompts with media spans
+    media_state: dict[int, str] = field(default_factory=dict)  # span index -> "pending" | "ready"
+
+    def pos_at(self, index: int) -> int:
+        return index if self.layout is None else self.layout.pos_at(index)
 
     @property
     def request_id(self) -> str:
@@ -114,15 +120,33 @@ class BatchToken:
 
 
 @dataclass(slots=True)
+class MediaSlice:
+    """Rows [start, stop) of span ``index``'s embeddings, decoded in their own batch after the text batch."""
+
+    group: Group
+    index: int
+    start: int
+    stop: int
+    members: list[Sequence]
+
+    @property
+    def seq_ids(self) -> tuple[int, ...]:
+        return tuple(s.slot for s in self.members)
+
+
+@dataclass(slots=True)
 class StepPlan:
     mem_ops: list[MemOp] = field(default_factory=list)
     tokens: list[BatchToken] = field(default_factory=list)
     admitted: list[Group] = field(default_factory=list)
     expired: list[Group] = field(default_factory=list)
+    advances: list[tuple[Sequence, int]] = field(default_factory=list)  # num_computed after the text batch
+    media: list[MediaSlice] = field(default_factory=list)
+    encode: list[tuple[Group, int]] = field(default_factory=list)  # spans whose embeddings are wanted
 
     @property
     def is_empty(self) -> bool:
-        return not self.tokens and not self.mem_ops
+        return not self.tokens and not self.mem_ops and not self.media
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +200,8 @@ class Scheduler:
         if len(self.waiting) >= self.config.max_waiting:
             raise QueueFull()
         group = Group(request=request, arrived_s=self.clock(), salt=salt)
+        if request.media:
+            group.layout = PromptLayout(request.media)
         for choice in range(request.n):
             group.seqs.append(
                 Sequence(
@@ -246,7 +272,7 @@ class Scheduler:
         budget = self.config.batch_tokens
         for seq in self.running:
             if seq.state is SeqState.DECODE and budget > 0:
-                plan.tokens.append(self._decode_token(seq))
+                plan.tokens.append(self._decode_token(seq, plan))
                 budget -= 1
         if not self.running:
             self._is_kv_full = False
@@ -261,21 +287,51 @@ class Scheduler:
                 budget -= self._prefill_chunk(seq, budget, plan)
         return plan
 
-    def _decode_token(self, seq: Sequence) -> BatchToken:
-        pos = seq.num_computed
-        return BatchToken(seq.tokens[pos], pos, (seq.slot,), True, seq)
+    def _decode_token(self, seq: Sequence, plan: StepPlan) -> BatchToken:
+        index = seq.num_computed
+        plan.advances.append((seq, index + 1))
+        return BatchToken(seq.tokens[index], seq.group.pos_at(index), (seq.slot,), True, seq)
 
     def _prefill_chunk(self, seq: Sequence, budget: int, plan: StepPlan) -> int:
+        """Plan the next prompt cells of ``seq`` (and its followers): text first, then at most one media
+        slice — its batch is decoded after the text batch, so nothing after it is planned this step."""
         start = seq.num_computed
         end = min(len(seq.tokens), start + budget)
+        group = seq.group
         members = [seq]
-        if seq.choice == 0 and not seq.group.is_prompt_split:
-            members = [s for s in seq.group.seqs if s.state is SeqState.PREFILL]
+        if seq.choice == 0 and not group.is_prompt_split:
+            members = [s for s in group.seqs if s.state is SeqState.PREFILL]
+        span_index = group.layout.span_at(start) if group.layout is not None else None
+        span = group.request.media[span_index] if span_index is not None else None
+        if span is not None and span.offset <= start:
+            return self._media_chunk(group, span_index, start, min(span.end, start + budget), members, plan)  # type: ignore[arg-type]
+        if span is not None:
+            end = min(end, span.offset)
         seq_ids = tuple(s.slot for s in members)
-        for pos in range(start, end):
-            is_last = pos == len(seq.tokens) - 1
-            plan.tokens.append(BatchToken(seq.tokens[pos], pos, seq_ids, is_last, seq if is_last else None))
+        for index in range(start, end):
+            is_last = index == len(seq.tokens) - 1
+            pos = index if group.layout is None else group.layout.pos_at(index)
+            plan.tokens.append(BatchToken(seq.tokens[index], pos, seq_ids, is_last, seq if is_last else None))
+        plan.advances.extend((m, end) for m in members)
+        if span is not None and end == span.offset and end - start < budget:
+            budget -= end - start
+            return end - start + self._media_chunk(group, span_index, end, min(span.end, end + budget), members, plan)  # type: ignore[arg-type]
         return end - start
+
+    def _media_chunk(
+        self, group: Group, index: int, start: int, stop: int, members: list[Sequence], plan: StepPlan
+    ) -> int:
+        if group.media_state.get(index) != "ready":
+            self._want_media(group, index, plan)
+            return 0  # blocked until the encoder delivers; other sequences keep decoding
+        span = group.request.media[index]
+        plan.media.append(MediaSlice(group, index, start - span.offset, stop - span.offset, members))
+        return stop - start
+
+    def _want_media(self, group: Group, index: int, plan: StepPlan) -> None:
+        if index not in group.media_state:
+            group.media_state[index] = "pending"
+            plan.encode.append((group, index))
 
     def _expire_waiting(self, now: float, plan: StepPlan) -> None:
         """Requests that waited too long for their first admission are refused (preempted ones never are)."""
@@ -295,7 +351,9 @@ class Scheduler:
         needed = sum(1 for s in group.seqs if s.state is SeqState.WAITING)
         return len(self._idle_slots()) >= needed
 
-    def _best_source(self, tokens: list[int], salt: str, is_explicit: bool) -> tuple[int, int]:
+    def _best_source(
+        self, tokens: list[int], salt: str, is_explicit: bool, layout: PromptLayout | None = None
+    ) -> tuple[int, int]:
         """The (seq_id, length) of the longest reusable cached prefix; one token is always recomputed."""
         limit = len(tokens) - 1
         best_id, best_len = -1, 0
@@ -309,6 +367,8 @@ class Scheduler:
             if cached_salt != salt:
                 continue
             n = min(common_prefix_len(cached, tokens), limit)
+            if layout is not None:
+                n = layout.snap(n)  # whole media items only: their cells are matched by content key
             if n > best_len:
                 best_id, best_len = seq_id, n
         return best_id, best_len
@@ -317,7 +377,8 @@ class Scheduler:
         seqs = [s for s in group.seqs if s.state is SeqState.WAITING]
         is_explicit = bool(group.request.cache_pins)
         lead = seqs[0]
-        source, reuse = self._best_source(lead.tokens, group.salt, is_explicit)
+        source, reuse = self._best_source(lead.tokens, group.salt, is_explicit, group.layout)
+        reuse_pos = group.pos_at(reuse)
         idle = sorted(self._idle_slots(), key=lambda s: s.last_used_s)
         chosen: list[Slot] = []
         if source >= 0 and source < len(self.slots) and self.slots[source].owner is None:
@@ -334,29 +395,44 @@ class Scheduler:
             seq.state = SeqState.PREFILL
             seq.num_computed = reuse
             if slot.seq_id == source:
-                plan.mem_ops.append(MemOp("rm", slot.seq_id, p0=reuse))
+                plan.mem_ops.append(MemOp("rm", slot.seq_id, p0=reuse_pos))
             else:
                 plan.mem_ops.append(MemOp("rm", slot.seq_id))
                 if reuse > 0:
-                    plan.mem_ops.append(MemOp("cp", slot.seq_id, src=source, p0=0, p1=reuse))
+                    plan.mem_ops.append(MemOp("cp", slot.seq_id, src=source, p0=0, p1=reuse_pos))
             slot.tokens = seq.tokens[:reuse]
             self.running.append(seq)
         if not group.is_prompt_reported:
             group.cached_tokens = reuse
         group.was_admitted = True
         self._touch_pin(source)
+        for index, span in enumerate(group.request.media):
+            if span.end > reuse:  # encode ahead: the encoder works while earlier cells prefill
+                self._want_media(group, index, plan)
 
     # -- results ----------------------------------------------------------------------------------
     def on_decoded(self, plan: StepPlan) -> None:
-        """Advance computed counts after a successful llama_decode of ``plan``."""
-        for bt in plan.tokens:
-            for seq_id in bt.seq_ids:
-                slot = self.slots[seq_id] if seq_id < len(self.slots) else None
-                if slot is None or slot.owner is None:
-                    continue
-                seq = slot.owner
-                if seq.num_computed == bt.pos:
-                    seq.num_computed += 1
+        """Advance computed counts after a successful llama_decode of the text batch of ``plan``."""
+        for seq, num_computed in plan.advances:
+            if seq.state is not SeqState.FINISHED and seq.num_computed < num_computed:
+                seq.num_computed = num_computed
+
+    # -- media ------------------------------------------------------------------------------------
+    def media_ready(self, request_id: str, index: int) -> None:
+        group = self.groups.get(request_id)
+        if group is not None and group.media_state.get(index) == "pending":
+            group.media_state[index] = "ready"
+
+    def on_media_decoded(self, piece: MediaSlice) -> bool:
+        """Advance past a decoded media slice; True when no sequence of the group needs the span again."""
+        span = piece.group.request.media[piece.index]
+        for seq in piece.members:
+            if seq.state is not SeqState.FINISHED:
+                seq.num_computed = max(seq.num_computed, span.offset + piece.stop)
+        done = all(s.state is SeqState.FINISHED or s.num_computed >= span.end for s in piece.group.seqs)
+        if done:
+            piece.group.media_state.pop(piece.index, None)
+        return done
 
     def prompt_done(self, seq: Sequence) -> bool:
         return seq.num_computed >= len(seq.tokens) and seq.state is SeqState.PREFILL
@@ -410,6 +486,8 @@ class Scheduler:
         covered = group.cached_tokens
         now = self.clock()
         for length in sorted(set(group.request.cache_pins)):
+            if group.layout is not None:
+                length = group.layout.snap(length)
             if length < self.config.min_pin_tokens or length > lead.num_prompt:
                 continue
             prefix = lead.tokens[:length]
@@ -426,7 +504,7 @@ class Scheduler:
                 continue
             seq_id = self.free_pin_ids.pop()
             self._pending_ops.append(MemOp("rm", seq_id))
-            self._pending_ops.append(MemOp("cp", seq_id, src=lead.slot, p0=0, p1=length))
+            self._pending_ops.append(MemOp("cp", seq_id, src=lead.slot, p0=0, p1=group.pos_at(length)))
             self.pins.append(PinnedPrefix(seq_id, prefix, group.salt, now + self.config.pin_ttl_s))
             created += length - min(covered, length)
             covered = length

@@ -1,0 +1,126 @@
+"""Video frames and audio samples with PyAV: container whitelist, byte, duration and frame limits."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import av
+import numpy as np
+from PIL import Image
+
+from qwenhost.media import errors, image
+from qwenhost.media.decoded import Clip, Frames
+from qwenhost.media.policy import MediaPolicy
+from qwenhost.media.resize import ImageRule, sample_count, sample_indices
+
+AUDIO_TOO_LONG = "The audio modality input does not meet the requirements because: The audio file is too long."
+
+
+def _open(data: bytes, accepted: tuple[str, ...], what: str) -> Any:
+    try:
+        container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
+    except (av.error.FFmpegError, ValueError, OSError):
+        raise errors.undecodable(what) from None
+    names = set(container.format.name.split(","))
+    if not names & set(accepted):
+        container.close()
+        raise errors.undecodable(f"{what} container '{container.format.name}' is not accepted")
+    return container
+
+
+def _duration_s(container: Any, stream: Any) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return float(container.duration) / 1_000_000
+    return 0.0
+
+
+def decode_video(data: bytes, policy: MediaPolicy, fps: float, rule_for: Callable[[int], ImageRule]) -> Frames:
+    """Frames sampled at ``fps`` (qwen-vl-utils), resized to one size chosen by ``rule_for(frame count)``."""
+    container = _open(data, policy.video_containers, "video")
+    try:
+        if not container.streams.video:
+            raise errors.undecodable("video (no video stream)")
+        stream = container.streams.video[0]
+        duration = _duration_s(container, stream)
+        if duration > policy.max_video_seconds:
+            raise errors.video_too_long()
+        video_fps = float(stream.average_rate or stream.guessed_rate or 0) or 1.0
+        total = stream.frames or max(1, round(duration * video_fps))
+        count = sample_count(total, video_fps, fps, policy.max_video_frames)
+        wanted = sample_indices(total, count)
+        picked = _pick_frames(container.decode(stream), wanted, policy.max_image_pixels)
+    except av.error.FFmpegError:
+        raise errors.undecodable("video") from None
+    finally:
+        container.close()
+    if not picked:
+        raise errors.undecodable("video (no frames)")
+    while len(picked) < count:  # the container announced more frames than it holds
+        picked.append(picked[-1])
+    first = picked[0]
+    height, width = rule_for(count).size(first.height, first.width)
+    pictures = tuple(image.resized(p, height, width) for p in picked)
+    timestamps = tuple(i / video_fps for i in wanted)
+    return Frames(pictures, timestamps, fps)
+
+
+def _pick_frames(frames: Iterator[Any], wanted: list[int], max_pixels: int) -> list[Image.Image]:
+    targets = sorted(set(wanted))
+    out: dict[int, Image.Image] = {}
+    for index, frame in enumerate(frames):
+        if index > targets[-1]:
+            break
+        if index in targets:
+            if frame.width * frame.height > max_pixels:
+                raise errors.too_large()
+            out[index] = frame.to_image().convert("RGB")
+    last = None
+    picked = []
+    for i in wanted:
+        last = out.get(i, last)
+        if last is not None:
+            picked.append(last)
+    return picked
+
+
+def decode_audio(data: bytes, policy: MediaPolicy, sample_rate: int, *, containers: tuple[str, ...] = ()) -> Clip:
+    """The first audio stream as mono float32 PCM at ``sample_rate``."""
+    container = _open(data, containers or policy.audio_containers, "audio")
+    try:
+        if not container.streams.audio:
+            raise errors.undecodable("audio (no audio stream)")
+        stream = container.streams.audio[0]
+        if _duration_s(container, stream) > policy.max_audio_seconds:
+            raise errors.MediaError(AUDIO_TOO_LONG)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        limit = int(policy.max_audio_seconds * sample_rate)
+        parts: list[np.ndarray] = []
+        size = 0
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                parts.append(out.to_ndarray().reshape(-1))
+                size += parts[-1].shape[0]
+            if size > limit:
+                raise errors.MediaError(AUDIO_TOO_LONG)
+        for out in resampler.resample(None):
+            parts.append(out.to_ndarray().reshape(-1))
+    except av.error.FFmpegError:
+        raise errors.undecodable("audio") from None
+    finally:
+        container.close()
+    pcm = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+    if pcm.size == 0:
+        raise errors.undecodable("audio (no samples)")
+    return Clip(pcm.tobytes(), sample_rate)
+
+
+def has_audio(data: bytes) -> bool:
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            return bool(container.streams.audio)
+    except (av.error.FFmpegError, ValueError, OSError):
+        return False
