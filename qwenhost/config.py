@@ -99,7 +99,7 @@ def _media(raw: Any, allow_private_urls: bool | None) -> MediaPolicy:
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"[media]: unknown keys {sorted(unknown)}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
     policy = MediaPolicy(**values)
     if allow_private_urls is not None:
         policy = replace(policy, allow_private_urls=allow_private_urls)
