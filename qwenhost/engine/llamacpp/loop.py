@@ -194,11 +194,7 @@ class EngineLoop:
                 self.runner.decode_embeddings(rows, positions, piece.seq_ids)
             except KvCacheFull:
                 if not self.scheduler.evict_idle() and self.scheduler.preempt_one() is None:
-                    self._fail_all(
-                        ServeError(
-                            "The KV cache is too small for this request.", status=400, code="invalid_parameter_error"
-                        )
-                    )
+                    self._fail_groups([piece.group], CapacityExceeded())
                 return  # the rest is planned again next step
             self.stats.media_tokens += piece.stop - piece.start
             if self.scheduler.on_media_decoded(piece):
