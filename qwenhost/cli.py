@@ -65,12 +65,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     registry = load_models(_settings(args))
     for model in registry:
-        caps = model.capabilities()
+        rows: dict[str, object] = {
+            "path": model.config.resolved_path(),
+            "aliases": ", ".join(model.config.aliases) or "-",
+            **model.capabilities(),
+        }
+        width = max(len(k) for k in rows) + 2
         print(f"{model.name}")
-        print(f"  path:     {model.config.resolved_path()}")
-        print(f"  aliases:  {', '.join(model.config.aliases) or '-'}")
-        for key, value in caps.items():
-            print(f"  {key + ':':<10}{value}")
+        for key, value in rows.items():
+            if isinstance(value, dict):
+                value = ", ".join(f"{k}={v}" for k, v in value.items() if v is not None)
+            print(f"  {key + ':':<{width}}{'-' if value is None else value}")
         model.backend.close()
     return 0
 

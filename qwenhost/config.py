@@ -11,7 +11,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from qwenhost.core.types import SamplingParams
+from qwenhost.core.types import SamplingOverrides
+from qwenhost.formats.registry import FORMATS
 from qwenhost.media.policy import MediaPolicy
 
 EMBEDDED = "embedded"
@@ -33,10 +34,15 @@ DASHSCOPE_ALIASES = (
     "qwen3.5-flash",
 )
 
-# Spec §1.4: qwen-plus/flash/turbo non-thinking and thinking defaults.
-DEFAULT_SAMPLING = SamplingParams(temperature=0.7, top_p=0.8, top_k=20, presence_penalty=0.0, repetition_penalty=1.05)
-DEFAULT_THINKING_SAMPLING = SamplingParams(
-    temperature=0.6, top_p=0.95, top_k=20, presence_penalty=0.0, repetition_penalty=1.05
+# Keys of [models.sampling] / [models.sampling_thinking]; each one set overrides the family default.
+SAMPLING_KEYS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "seed",
 )
 
 
@@ -65,8 +71,11 @@ class ModelConfig:
     queue_timeout_s: float = 120.0
     cache_slots: int = 4  # explicit-cache (cache_control) entries kept at once
     max_cached_tokens: int = 65536
-    sampling: SamplingParams = DEFAULT_SAMPLING
-    sampling_thinking: SamplingParams = DEFAULT_THINKING_SAMPLING
+    # Sampling defaults: the family's (formats/, spec §1.4) with these keys overriding them, per mode.
+    sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
+    sampling_thinking: SamplingOverrides = field(default_factory=SamplingOverrides)
+    thinking_default: bool | None = None  # hybrid families: thinking when the request is silent; None: family's
+    stream_only_thinking: bool | None = None  # refuse non-streaming thinking calls as DashScope does; None: family's
 
     def resolved_path(self) -> str:
         return embedded_model_path() if self.path == EMBEDDED else str(Path(self.path).expanduser())
@@ -135,16 +144,22 @@ def read_keys_file(path: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _sampling(raw: Any, base: SamplingParams, where: str) -> SamplingParams:
+def _sampling(raw: Any, where: str) -> SamplingOverrides:
     if raw is None:
-        return base
+        return SamplingOverrides()
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be a table")
-    known = {f.name for f in fields(SamplingParams)}
-    unknown = set(raw) - known
+    unknown = set(raw) - set(SAMPLING_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
-    return replace(base, **raw)
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}.{key} must be a number")
+    values = dict(raw)
+    for key in ("top_k", "seed"):
+        if key in values:
+            values[key] = int(values[key])
+    return SamplingOverrides(**values)
 
 
 def _model(raw: Mapping[str, Any], index: int) -> ModelConfig:
@@ -157,10 +172,8 @@ def _model(raw: Mapping[str, Any], index: int) -> ModelConfig:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
     values = dict(raw)
     values["aliases"] = tuple(values.get("aliases", ()))
-    values["sampling"] = _sampling(raw.get("sampling"), DEFAULT_SAMPLING, f"{where}.sampling")
-    values["sampling_thinking"] = _sampling(
-        raw.get("sampling_thinking"), DEFAULT_THINKING_SAMPLING, f"{where}.sampling_thinking"
-    )
+    values["sampling"] = _sampling(raw.get("sampling"), f"{where}.sampling")
+    values["sampling_thinking"] = _sampling(raw.get("sampling_thinking"), f"{where}.sampling_thinking")
     config = ModelConfig(**values)
     if config.parallel < 1:
         raise ConfigError(f"{where}: parallel must be at least 1")
@@ -170,6 +183,11 @@ def _model(raw: Mapping[str, Any], index: int) -> ModelConfig:
         and config.kv_cache_tokens < config.context_length
     ):
         raise ConfigError(f"{where}: kv_cache_tokens must be at least context_length (one request must fit)")
+    if config.family is not None and config.family not in FORMATS:
+        raise ConfigError(f"{where}: unknown family {config.family!r}; known: {', '.join(sorted(FORMATS))}")
+    for key in ("thinking_default", "stream_only_thinking"):
+        if not isinstance(getattr(config, key), bool | None):
+            raise ConfigError(f"{where}.{key} must be true or false")
     return config
 
 

@@ -69,12 +69,15 @@ def _load_template(source: str, backend: Backend) -> ChatTemplate:
 def served_model(mc: ModelConfig, backend: Backend) -> ServedModel:
     """Wrap a started backend with its template, family and limits."""
     info = backend.info
-    fmt = get_format(mc.family) if mc.family else detect_format(info.metadata, info.chat_template)
+    template: ChatTemplate | None = None
     if mc.chat_template:
         template = _load_template(mc.chat_template, backend)
     elif info.chat_template:
         template = ChatTemplate(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
-    else:
+    # The family is read from the template actually used (a configured one says what the model will see).
+    source = template.source if template is not None else None
+    fmt = get_format(mc.family) if mc.family else detect_format(info.metadata, source, info.special_tokens)
+    if template is None:
         template = _load_template(f"builtin:{fmt.builtin_template}", backend)
     tool_template = template if template.supports_tools else _load_template(f"builtin:{fmt.builtin_template}", backend)
     return ServedModel(

@@ -31,12 +31,15 @@ class ConstraintFactory(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ReasoningBudget:
-    """Close the thought after ``budget`` tokens by forcing ``close_tokens`` (spec §1.3 #21)."""
+    """How the engine follows a thinking answer (spec §1.3 #14, #21): after ``budget`` thought tokens it
+    forces ``close_tokens`` so the answer always comes, and once the thought is closed the answer may
+    use at most ``max_answer_tokens``. Thought tokens are those between the tags, tags excluded."""
 
-    budget: int
+    budget: int | None  # None: no limit but max_new_tokens
     close_tokens: tuple[int, ...]
     open_at_start: bool  # the prompt already opened the thought (thinking-only templates)
-    open_tokens: tuple[int, ...] = ()
+    open_tokens: tuple[int, ...] = ()  # a thought opens only if the output starts with these
+    max_answer_tokens: int | None = None  # max_tokens bounds only the answer
 
 
 @dataclass(frozen=True, slots=True)

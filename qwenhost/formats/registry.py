@@ -1,16 +1,13 @@
-"""The known model families and detection of a GGUF's family from its metadata and template."""
+"""Finding a family: by name (a model's ``family = "..."`` config) or from a GGUF's metadata and template."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
-from qwenhost.formats.base import ModelFormat
+from qwenhost.formats.base import ModelFormat, Signature
+from qwenhost.formats.families import ALL, CHATML, DETECTION_ORDER
 
-CHATML = ModelFormat(name="chatml")
-QWEN2_5 = ModelFormat(name="qwen2.5")
-QWEN3 = ModelFormat(name="qwen3", thinking="hybrid", thinking_default=True, soft_switch=True, stream_only_thinking=True)
-
-FORMATS: dict[str, ModelFormat] = {f.name: f for f in (CHATML, QWEN2_5, QWEN3)}
+FORMATS: dict[str, ModelFormat] = {f.name: f for f in ALL}
 
 
 def get_format(name: str) -> ModelFormat:
@@ -20,12 +17,23 @@ def get_format(name: str) -> ModelFormat:
         raise ValueError(f"unknown model family {name!r}; known: {', '.join(sorted(FORMATS))}") from None
 
 
-def detect_format(metadata: Mapping[str, str], template: str | None) -> ModelFormat:
-    """Pick the family from the GGUF's architecture and chat template (an explicit config wins)."""
+def _matches(sig: Signature, arch: str, template: str | None, special_tokens: Collection[str]) -> bool:
+    if sig.architectures and arch not in sig.architectures:
+        return False
+    if sig.special_tokens:
+        # Vocabulary clues stand in for a missing template only: a template says more than a vocabulary.
+        return template is None and all(t in special_tokens for t in sig.special_tokens)
+    if sig.template_has and (template is None or not all(s in template for s in sig.template_has)):
+        return False
+    return not (template is not None and any(s in template for s in sig.template_lacks))
+
+
+def detect_format(
+    metadata: Mapping[str, str], template: str | None, special_tokens: Collection[str] = ()
+) -> ModelFormat:
+    """The family of a GGUF from its architecture, the chat template in use and its special tokens."""
     arch = metadata.get("general.architecture", "")
-    source = template or ""
-    if "enable_thinking" in source and "<think>" in source:
-        return QWEN3
-    if arch.startswith("qwen2") and "<tool_call>" in source:
-        return QWEN2_5
+    for fmt in DETECTION_ORDER:
+        if any(_matches(sig, arch, template, special_tokens) for sig in fmt.signature):
+            return fmt
     return CHATML

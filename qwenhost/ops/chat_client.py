@@ -7,6 +7,8 @@ import sys
 
 import httpx
 
+DIM, RESET = "\033[2m", "\033[0m"
+
 
 def chat_repl(base_url: str, model: str, api_key: str, *, system: str | None = None) -> int:
     messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
@@ -33,6 +35,9 @@ def chat_repl(base_url: str, model: str, api_key: str, *, system: str | None = N
                         continue
                     chunk = json.loads(raw[6:])
                     for choice in chunk.get("choices", []):
+                        thought = choice["delta"].get("reasoning_content") or ""
+                        if thought:  # thinking models: the thought, dimmed, is not part of the history
+                            print(f"{DIM}{thought}{RESET}" if sys.stdout.isatty() else thought, end="", flush=True)
                         text = choice["delta"].get("content") or ""
                         answer.append(text)
                         print(text, end="", flush=True)

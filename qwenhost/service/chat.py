@@ -19,7 +19,9 @@ from qwenhost.service.media import DecodedPart, MediaPipeline
 from qwenhost.service.mmprompt import MediaPromptBuilder, with_sentinels
 from qwenhost.service.models import ModelRegistry, ServedModel
 from qwenhost.service.output import ChoicePipeline
-from qwenhost.service.prompt import PromptBuilder, RenderedPrompt
+from qwenhost.service.prompt import RenderedPrompt
+from qwenhost.service.thinking import ThinkingPlan, engine_budget, plan_thinking
+from qwenhost.service.turn import ThoughtState, build_turn, turn_parser
 
 SEED_MODULUS = 2**31
 
@@ -34,6 +36,7 @@ class Job:
     request_id: str
     created: int
     is_thinking: bool = False
+    thought: ThoughtState = "closed"  # where the prompt leaves the thought (service/turn.py)
     deadline_s: float | None = None
     salt: str = ""
     usage: Usage | None = field(default=None)
@@ -81,9 +84,10 @@ class ChatService:
         media: list[DecodedPart] | None = None,
     ) -> Job:
         model = self.registry.resolve(request.model)
+        thinking = plan_thinking(request, model)  # thinking errors first: they name the fix (enable_thinking)
         self._refuse_unsupported(request, model)
-        is_thinking = self._thinking(request, model)
-        prompt = self._prompt(request, model, is_thinking)
+        is_thinking = thinking.is_thinking
+        prompt, thought = self._prompt(request, model, thinking)
         spans: tuple[MediaSpan, ...] = ()
         modal: dict[str, int] = {}
         if media is not None:  # ---- multimodal: media laid out in the rendered prompt (service/mmprompt.py)
@@ -93,7 +97,12 @@ class ChatService:
             prompt = replace(prompt, tokens=built.tokens, cache_pins=pins)
             spans, modal = built.media, built.modal_tokens
             self._check_input_length(request, model, len(prompt.tokens))
-        max_new = self._max_new_tokens(request, model, len(prompt.tokens))
+        # A thinking answer is followed by the engine: max_tokens then bounds only the answer (spec §1.3 #14).
+        follows_thought = is_thinking and thought != "closed"
+        max_new = self._max_new_tokens(request, model, len(prompt.tokens), answer_only=follows_thought)
+        budget = None
+        if follows_thought:
+            budget = engine_budget(model, thinking, thought == "inside", request.max_tokens)
         stop_strings = self._stop_strings(request, model)
         generation = GenerationRequest(
             request_id=request_id,
@@ -105,6 +114,7 @@ class ChatService:
             top_logprobs=request.top_logprobs if request.logprobs else None,
             cache_pins=prompt.cache_pins,
             media=spans,
+            reasoning_budget=budget,
         )
         model.backend.check_capacity()
         return Job(
@@ -116,6 +126,7 @@ class ChatService:
             request_id=request_id,
             created=int(time.time()),
             is_thinking=is_thinking,
+            thought=thought,
             deadline_s=None if request.stream else time.monotonic() + self.request_timeout_s,
             salt=(key_id or "") if self.cache_isolation else "",
             modal_tokens=modal,
@@ -138,27 +149,13 @@ class ChatService:
         if request.translation_options is not None:
             raise NotSupported("This model does not support translation_options.")
 
-    def _thinking(self, request: ChatRequest, model: ServedModel) -> bool:
-        fmt = model.format
-        if not fmt.has_thinking:
-            if request.enable_thinking:
-                raise InvalidParameter(f"The model {request.model} does not support enable_thinking.")
-            return False
-        return fmt.thinking_default if request.enable_thinking is None else request.enable_thinking
-
-    def _prompt(self, request: ChatRequest, model: ServedModel, is_thinking: bool) -> RenderedPrompt:
-        builder = PromptBuilder(model)
-        kwargs: dict[str, object] = {}
-        if model.format.has_thinking and model.format.thinking_kwarg:
-            kwargs[model.format.thinking_kwarg] = is_thinking
-        messages = with_sentinels(request.messages)  # media parts -> sentinels (service/mmprompt.py)
-        prefix = None
-        if request.is_partial:
-            messages, prefix = messages[:-1], messages[-1].text()
-        tools = request.tools if request.tool_choice != "none" else ()
-        prompt = builder.build(messages, tools=tools, template_kwargs=kwargs, assistant_prefix=prefix)
-        self._check_input_length(request, model, len(prompt.tokens))
-        return prompt
+    def _prompt(
+        self, request: ChatRequest, model: ServedModel, thinking: ThinkingPlan
+    ) -> tuple[RenderedPrompt, ThoughtState]:
+        # Partial mode and the thinking tail live in build_turn; media parts become sentinels (mmprompt.py).
+        turn = build_turn(request, model, thinking, messages=with_sentinels(request.messages))
+        self._check_input_length(request, model, len(turn.prompt.tokens))
+        return turn.prompt, turn.thought
 
     def _check_input_length(self, request: ChatRequest, model: ServedModel, num_tokens: int) -> None:
         limit = model.max_input_tokens
@@ -167,7 +164,7 @@ class ChatService:
         if not 1 <= num_tokens <= limit:
             raise InvalidParameter(f"Range of input length should be [1, {limit}]")
 
-    def _max_new_tokens(self, request: ChatRequest, model: ServedModel, num_prompt: int) -> int:
+    def _max_new_tokens(self, request: ChatRequest, model: ServedModel, num_prompt: int, *, answer_only: bool) -> int:
         cap = model.max_output_tokens
         for name, value in (
             ("max_tokens", request.max_tokens),
@@ -175,7 +172,8 @@ class ChatService:
         ):
             if value is not None and not 1 <= value <= cap:
                 raise InvalidParameter(f"Range of {name} should be [1, {cap}]")
-        wanted = min(v for v in (request.max_tokens, request.max_completion_tokens, cap) if v is not None)
+        answer_cap = None if answer_only else request.max_tokens  # else the engine bounds the answer alone
+        wanted = min(v for v in (answer_cap, request.max_completion_tokens, cap) if v is not None)
         return max(1, min(wanted, model.context_length - num_prompt))
 
     def _stop_strings(self, request: ChatRequest, model: ServedModel) -> tuple[str, ...]:
@@ -188,8 +186,7 @@ class ChatService:
         return tuple(dict.fromkeys(strings))
 
     def _sampling(self, request: ChatRequest, model: ServedModel, is_thinking: bool) -> tuple[SamplingParams, ...]:
-        defaults = model.config.sampling_thinking if is_thinking else model.config.sampling
-        base = request.sampling.resolve(defaults)
+        base = request.sampling.resolve(model.sampling_defaults(is_thinking))
         bias = dict(request.logit_bias)
         for token in model.backend.info.end_tokens if request.ignore_eos else ():
             bias[token] = float("-inf")
@@ -216,7 +213,7 @@ class ChatService:
         return tuple(out)
 
     def make_parser(self, job: Job, choice: int) -> OutputParser:
-        return PlainParser(choice)
+        return turn_parser(PlainParser(choice), job.model.format, job.thought, choice)
 
     # -- run --------------------------------------------------------------------------------------
     async def run(self, job: Job) -> AsyncIterator[ChatEvent]:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from functools import cached_property
 
 from qwenhost.config import ModelConfig
 from qwenhost.core.errors import ModelNotFound
+from qwenhost.core.types import SamplingParams
 from qwenhost.engine.protocol import Backend
 from qwenhost.formats.base import ModelFormat
-from qwenhost.templates.renderer import ChatTemplate
+from qwenhost.templates.renderer import ChatTemplate, builtin_template
 
 
 @dataclass(frozen=True)
@@ -31,12 +33,53 @@ class ServedModel:
     def max_input_tokens(self) -> int:
         return self.context_length - 1
 
+    @property
+    def thinking_default(self) -> bool:
+        """Whether thinking is on when a request is silent: always-on families think, others follow config."""
+        if self.format.thinking == "always":
+            return True
+        if not self.format.has_thinking:
+            return False
+        configured = self.config.thinking_default
+        return self.format.thinking_default if configured is None else configured
+
+    @property
+    def is_stream_only_thinking(self) -> bool:
+        configured = self.config.stream_only_thinking
+        return self.format.stream_only_thinking if configured is None else configured
+
+    @cached_property
+    def preserve_template(self) -> ChatTemplate | None:
+        """The built-in template, when it renders this family and knows preserve_thinking (JSON tool calls)."""
+        if self.format.tool_syntax != "hermes_json":
+            return None
+        source = builtin_template(self.format.builtin_template)
+        if "preserve_thinking" not in source:
+            return None
+        info = self.backend.info
+        origin = f"builtin:{self.format.builtin_template}"
+        return ChatTemplate(source, bos_token=info.bos_token, eos_token=info.eos_token, origin=origin)
+
+    def sampling_defaults(self, is_thinking: bool) -> SamplingParams:
+        """The family's defaults for the mode (spec §1.4) with the config's keys over them."""
+        overrides = self.config.sampling_thinking if is_thinking else self.config.sampling
+        return overrides.resolve(self.format.default_sampling(is_thinking))
+
     def capabilities(self) -> dict[str, object]:
+        def sampling(is_thinking: bool) -> dict[str, object]:
+            return {k: v for k, v in asdict(self.sampling_defaults(is_thinking)).items() if k not in ("logit_bias",)}
+
+        has_thinking = self.format.has_thinking
         return {
             "family": self.format.name,
             "thinking": self.format.thinking,
-            "thinking_default": self.format.thinking_default,
+            "thinking_default": self.thinking_default,
+            "soft_switch": self.format.soft_switch,
+            "stream_only_thinking": has_thinking and self.is_stream_only_thinking,
+            "partial_mode": True,
             "tool_syntax": self.format.tool_syntax,
+            "sampling": sampling(False) if self.format.thinking != "always" else None,
+            "sampling_thinking": sampling(True) if has_thinking else None,
             "context_length": self.context_length,
             "max_output_tokens": self.max_output_tokens,
             "parallel": self.config.parallel,

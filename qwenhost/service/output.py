@@ -42,8 +42,15 @@ class ChoicePipeline:
         if self.is_done:
             return []
         self.completion_tokens += 1
-        if self.parser.is_reasoning:
+        was_reasoning = self.parser.is_reasoning
+        events = self._feed(token)
+        # A thought token is read inside the thought and leaves the parser inside: the think tags are not
+        # counted, exactly as the engine counts thinking_budget (engine/thought.py).
+        if was_reasoning and self.parser.is_reasoning:
             self.reasoning_tokens += 1
+        return events
+
+    def _feed(self, token: TokenOut) -> list[ChatEvent]:
         text = self._decoder.decode(token.piece) if token.piece else ""
         if self._logprobs and not token.is_end:
             self._pending.append((self._fed_chars + len(text), self._entry(token)))

@@ -9,8 +9,33 @@ from typing import Any
 from qwenhost.api.convert import KNOWN_FIELDS
 from tests.api.test_contract import URL, make_client
 
-ATOMS: list[Any] = [None, True, False, 0, 1, -1, 2**40, 0.5, -3.7, 1e308, "", "x", "qwen-plus", "none", "auto",
-                    "ephemeral", "json_object", "\u0000", "😀" * 3, [], {}, [1, 2], ["a"], [[1, 2]], {"type": "text"}]
+ATOMS: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    2**40,
+    0.5,
+    -3.7,
+    1e308,
+    "",
+    "x",
+    "qwen-plus",
+    "none",
+    "auto",
+    "ephemeral",
+    "json_object",
+    "\u0000",
+    "😀" * 3,
+    [],
+    {},
+    [1, 2],
+    ["a"],
+    [[1, 2]],
+    {"type": "text"},
+]
 
 
 def random_value(rng: random.Random, depth: int = 0) -> Any:
@@ -19,8 +44,26 @@ def random_value(rng: random.Random, depth: int = 0) -> Any:
         return rng.choice(ATOMS)
     if roll < 0.8:
         return [random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
-    keys = ["type", "text", "role", "content", "url", "name", "function", "arguments", "image_url", "json_schema",
-            "schema", "include_usage", "cache_control", "tool_calls", "id", "partial", "data", "format"]
+    keys = [
+        "type",
+        "text",
+        "role",
+        "content",
+        "url",
+        "name",
+        "function",
+        "arguments",
+        "image_url",
+        "json_schema",
+        "schema",
+        "include_usage",
+        "cache_control",
+        "tool_calls",
+        "id",
+        "partial",
+        "data",
+        "format",
+    ]
     return {rng.choice(keys): random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))}
 
 
@@ -29,8 +72,9 @@ def random_message(rng: random.Random) -> Any:
         return random_value(rng)
     message: dict[str, Any] = {"role": rng.choice(["user", "system", "assistant", "tool", "developer", None, 3])}
     if rng.random() < 0.9:
-        message["content"] = rng.choice(["hello", "", random_value(rng),
-                                         [{"type": "text", "text": "hi"}, random_value(rng)]])
+        message["content"] = rng.choice(
+            ["hello", "", random_value(rng), [{"type": "text", "text": "hi"}, random_value(rng)]]
+        )
     if rng.random() < 0.2:
         message["tool_calls"] = random_value(rng)
     return message
@@ -41,8 +85,10 @@ def random_body(rng: random.Random) -> Any:
         body: dict[str, Any] = {"model": "qwen-plus", "messages": [{"role": "user", "content": "hi"}]}
         body[rng.choice(sorted(KNOWN_FIELDS))] = random_value(rng)
         return body
-    body = {"model": rng.choice(["qwen-plus", "qwen-plus", "nope", None, 7]),
-            "messages": [random_message(rng) for _ in range(rng.randint(0, 3))]}
+    body = {
+        "model": rng.choice(["qwen-plus", "qwen-plus", "nope", None, 7]),
+        "messages": [random_message(rng) for _ in range(rng.randint(0, 3))],
+    }
     for field in rng.sample(sorted(KNOWN_FIELDS), rng.randint(0, 6)):
         body[field] = random_value(rng)
     body["max_tokens"] = rng.choice([4, 4, None, 0, "4"])
@@ -63,4 +109,7 @@ def test_random_bodies_never_break_the_server() -> None:
             error = json.loads(text)["error"]
             assert error["message"] and error["code"] and error["type"]
     assert statuses.get(200, 0) > 0 and statuses.get(400, 0) > 0
-    assert client.post(URL, json={"model": "qwen-plus", "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+    assert (
+        client.post(URL, json={"model": "qwen-plus", "messages": [{"role": "user", "content": "hi"}]}).status_code
+        == 200
+    )

@@ -22,8 +22,9 @@ def test_random_requests_on_the_real_engine(server: RunningServer, client: opena
             body = random_body(rng)
             if isinstance(body.get("max_tokens"), int) and body["max_tokens"] > 0:
                 body["max_tokens"] = 4
-            r = http.post("/chat/completions", content=json.dumps(body).encode(),
-                          headers={"content-type": "application/json"})
+            r = http.post(
+                "/chat/completions", content=json.dumps(body).encode(), headers={"content-type": "application/json"}
+            )
             assert r.status_code in (200, 400, 404), (r.status_code, body, r.text[:300])
     ok = client.chat.completions.create(model="qwen-plus", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
     assert ok.choices[0].finish_reason in ("stop", "length")

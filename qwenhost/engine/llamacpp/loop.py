@@ -25,6 +25,7 @@ from qwenhost.engine.protocol import (
     TokenConstraint,
     TokenOut,
 )
+from qwenhost.engine.thought import ThoughtTracker
 
 log = logging.getLogger("qwenhost.engine")
 
@@ -41,6 +42,7 @@ class SeqRuntime:
     constraint: TokenConstraint | None = None
     stop_ids: frozenset[int] = frozenset()
     tail: bytes = b""  # the last bytes of output, for stop strings that span tokens
+    thought: ThoughtTracker | None = None  # thinking answers: budget and answer-length accounting
 
 
 @dataclass
@@ -239,14 +241,13 @@ class EngineLoop:
             params = request.sampling[seq.choice]
             constraint = request.constraint() if request.constraint is not None else None
             stop_ids = frozenset(s[0] for s in request.stop_sequences if len(s) == 1)
+            budget = request.reasoning_budget
             self._runtime[seq] = SeqRuntime(
                 sampler=SequenceSampler(self.runner.ctx, self.runner.n_vocab, params, request.prompt, window),
                 constraint=constraint,
                 stop_ids=stop_ids,
+                thought=ThoughtTracker(budget) if budget is not None else None,
             )
-            budget = request.reasoning_budget
-            if budget is not None and budget.open_at_start:
-                seq.is_thinking = True
 
     def _sample_all(self, plan: StepPlan, deliveries: list[Delivery]) -> None:
         by_request: dict[str, list[TokenOut]] = {}
@@ -344,29 +345,14 @@ class EngineLoop:
                 return "stop", False
         if rt.constraint is not None and rt.constraint.is_finished():
             return "stop", False
-        self._track_reasoning(seq, token)
+        if rt.thought is not None:
+            # thinking_budget: once the thought has used it, the close tag is forced (spec §1.3 #21).
+            seq.forced.extend(rt.thought.on_token(token, self.runner.pieces[token]))
+            if rt.thought.is_answer_done:
+                return "length", False
         if seq.num_generated >= seq.max_new:
             return "length", False
         return None, False
-
-    def _track_reasoning(self, seq: Sequence, token: int) -> None:
-        """thinking_budget: once the thought has used its budget, force the closing tag (spec §1.3 #21)."""
-        budget = seq.group.request.reasoning_budget
-        if budget is None or seq.is_thought_closed:
-            return
-        tail = tuple(seq.tokens[-len(budget.close_tokens) :])
-        if seq.is_thinking and tail == budget.close_tokens:
-            seq.is_thought_closed = True
-            return
-        if not seq.is_thinking:
-            if budget.open_tokens and tuple(seq.tokens[-len(budget.open_tokens) :]) == budget.open_tokens:
-                seq.is_thinking = True
-            elif seq.num_generated > len(budget.open_tokens) + 2:
-                seq.is_thought_closed = True  # the model answered without thinking
-            return
-        seq.think_tokens += 1
-        if seq.think_tokens >= budget.budget and not seq.forced:
-            seq.forced.extend(budget.close_tokens)
 
     def _free_seq(self, seq: Sequence) -> None:
         rt = self._runtime.pop(seq, None)

@@ -35,10 +35,7 @@ class Sequence:
     num_computed: int = 0
     state: SeqState = SeqState.WAITING
     finish: str | None = None
-    forced: deque[int] = field(default_factory=deque)
-    think_tokens: int = 0
-    is_thinking: bool = False
-    is_thought_closed: bool = False
+    forced: deque[int] = field(default_factory=deque)  # tokens the loop emits next without sampling
 
     @property
     def num_generated(self) -> int:

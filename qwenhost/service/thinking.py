@@ -1,0 +1,147 @@
+"""Thinking for one request (spec §4.4, §3.3): on or off (enable_thinking, reasoning_effort, the /think and
+/no_think soft switches), thinking_budget, preserve_thinking, and the incompatibility errors — all decided
+in prepare(), before the first byte."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from qwenhost.core.errors import InvalidParameter
+from qwenhost.core.types import ChatRequest, Message, NamedToolChoice
+from qwenhost.engine.protocol import ReasoningBudget
+from qwenhost.service.models import ServedModel
+
+# Spec §4.4 (qwen3.8 vocabulary): effort -> thought budget; None: no limit but the context.
+EFFORT_BUDGETS: dict[str, int | None] = {
+    "minimal": 4096,
+    "low": 4096,
+    "medium": 16384,
+    "high": None,
+    "xhigh": None,
+    "max": None,
+}
+EFFORT_OFF = "none"  # reasoning_effort "none" is enable_thinking:false
+BAD_EFFORT = "Unexpected reasoning effort {}. Supported types are xhigh (default), medium, and low."
+
+NOT_SUPPORTED = "The model {} does not support enable_thinking."
+ONLY_THINKING = "The value of the enable_thinking parameter is restricted to True."
+BAD_BUDGET = "The thinking_budget parameter must be a positive integer and not greater than {}"
+BUDGET_AND_EFFORT = "reasoning_effort and thinking_budget cannot be set at the same time."
+JSON_MODE = "Json mode response is not supported when enable_thinking is true"
+PARTIAL_MODE = "Partial mode is not supported when enable_thinking is true"
+FORCED_TOOL = "The tool_choice parameter does not support being set to required or object in thinking mode"
+# Spec §7.3: DashScope's text for n > 1 in thinking mode was never captured; this follows its wording.
+MANY_CHOICES = "The n parameter must be 1 when enable_thinking is true."
+
+# Qwen3's soft switch: "/think" or "/no_think" written as a word in user or system text; the latest wins.
+SOFT_SWITCH = re.compile(r"(?<![\w/])/(think|no_think)(?![\w/])")
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkingPlan:
+    is_thinking: bool
+    budget: int | None = None  # thought tokens before the close tag is forced; None: no limit
+    preserve: bool = False
+    template_kwargs: Mapping[str, object] = field(default_factory=dict)
+
+
+def soft_switch(messages: tuple[Message, ...]) -> bool | None:
+    """The most recent /think (True) or /no_think (False) in user or system messages, if any."""
+    for message in reversed(messages):
+        if message.role not in ("user", "system"):
+            continue
+        found: list[str] = SOFT_SWITCH.findall(message.text())
+        if found:
+            return found[-1] == "think"
+    return None
+
+
+def plan_thinking(request: ChatRequest, model: ServedModel) -> ThinkingPlan:
+    fmt = model.format
+    requested = _requested(request)
+    if not fmt.has_thinking:
+        if requested:
+            raise InvalidParameter(NOT_SUPPORTED.format(request.model))
+        return ThinkingPlan(is_thinking=False, preserve=bool(request.preserve_thinking))
+    if fmt.thinking == "always":
+        if requested is False:
+            raise InvalidParameter(ONLY_THINKING)
+        is_thinking = True
+    else:
+        is_thinking = _hybrid_choice(request, model, requested)
+    budget = _budget(request, model)
+    if is_thinking:
+        _check_compatible(request, model)
+    preserve = bool(request.preserve_thinking)
+    kwargs: dict[str, object] = {}
+    if fmt.thinking_kwarg:
+        kwargs[fmt.thinking_kwarg] = is_thinking
+    if preserve:
+        kwargs["preserve_thinking"] = True
+    return ThinkingPlan(is_thinking=is_thinking, budget=budget, preserve=preserve, template_kwargs=kwargs)
+
+
+def _requested(request: ChatRequest) -> bool | None:
+    """What the request asked for: enable_thinking, else reasoning_effort "none", else nothing."""
+    effort = request.reasoning_effort
+    if effort is not None and effort != EFFORT_OFF and effort not in EFFORT_BUDGETS:
+        raise InvalidParameter(BAD_EFFORT.format(effort))
+    if request.enable_thinking is not None:
+        return request.enable_thinking
+    return False if effort == EFFORT_OFF else None
+
+
+def _hybrid_choice(request: ChatRequest, model: ServedModel, requested: bool | None) -> bool:
+    # An explicit enable_thinking:false is final (the template closes the thought); otherwise the
+    # latest soft switch wins over the request and the default, as the Qwen3 model card describes.
+    if requested is False:
+        return False
+    switch = soft_switch(request.messages) if model.format.soft_switch else None
+    if switch is not None:
+        return switch
+    return True if requested else model.thinking_default
+
+
+def _budget(request: ChatRequest, model: ServedModel) -> int | None:
+    limit = model.max_output_tokens
+    effort = request.reasoning_effort
+    if request.thinking_budget is not None:
+        if not 1 <= request.thinking_budget <= limit:
+            raise InvalidParameter(BAD_BUDGET.format(limit))
+        if effort is not None and effort != EFFORT_OFF:
+            raise InvalidParameter(BUDGET_AND_EFFORT)
+        return request.thinking_budget
+    return EFFORT_BUDGETS.get(effort) if effort is not None else None
+
+
+def _check_compatible(request: ChatRequest, model: ServedModel) -> None:
+    """The features DashScope refuses in thinking mode (spec §4.4), with its messages."""
+    if request.response_format is not None and request.response_format.type != "text":
+        raise InvalidParameter(JSON_MODE)
+    if request.is_partial:
+        raise InvalidParameter(PARTIAL_MODE)
+    if request.tool_choice == "required" or isinstance(request.tool_choice, NamedToolChoice):
+        raise InvalidParameter(FORCED_TOOL)
+    if request.n > 1:
+        raise InvalidParameter(MANY_CHOICES)
+    if model.is_stream_only_thinking and not request.stream:
+        raise InvalidParameter(model.format.stream_only_message)
+
+
+def engine_budget(
+    model: ServedModel, plan: ThinkingPlan, starts_inside: bool, max_answer_tokens: int | None
+) -> ReasoningBudget:
+    """What the engine needs to follow the thought: its tags as token ids, the budget, the answer bound."""
+
+    def ids(text: str) -> tuple[int, ...]:
+        return tuple(model.backend.tokenize(text, add_special=False, parse_special=True))
+
+    return ReasoningBudget(
+        budget=plan.budget,
+        close_tokens=ids(model.format.think_close),
+        open_at_start=starts_inside,
+        open_tokens=ids(model.format.think_open),
+        max_answer_tokens=max_answer_tokens,
+    )
