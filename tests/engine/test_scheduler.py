@@ -104,9 +104,25 @@ def test_finished_slot_is_reused_for_a_shared_prefix() -> None:
     s.submit(request("b", [1, 2, 3, 4, 9]))
     plan = s.schedule()
     group = plan.admitted[0]
-    assert group.cached_tokens == 4 and group.seqs[0].slot == seq.slot
-    assert MemOp("rm", seq.slot, p0=4) in plan.mem_ops
+    other = group.seqs[0].slot
+    # The prefix is copied into a free slot: "a"'s longer history stays cached for a follow-up turn.
+    assert group.cached_tokens == 4 and other != seq.slot
+    assert MemOp("cp", other, src=seq.slot, p0=0, p1=4) in plan.mem_ops
+    assert s.slots[seq.slot].tokens == [1, 2, 3, 4, 5, 6]
     assert [t.token for t in plan.tokens] == [9]
+
+
+def test_a_follow_up_turn_takes_over_its_own_slot() -> None:
+    s = Scheduler(config(), Clock())
+    s.submit(request("a", [1, 2, 3]))
+    run_prompt(s)
+    seq = s.groups["a"].seqs[0]
+    s.finish(seq, "stop")
+    s.submit(request("b", [1, 2, 3, 500, 7, 8]))  # the conversation goes on: everything cached is kept
+    plan = s.schedule()
+    # the sampled 500 was never decoded, so the slot holds [1, 2, 3]
+    assert plan.admitted[0].seqs[0].slot == seq.slot and plan.admitted[0].cached_tokens == 3
+    assert MemOp("rm", seq.slot, p0=3) in plan.mem_ops
 
 
 def test_identical_prompt_recomputes_its_last_token() -> None:
@@ -230,3 +246,35 @@ def test_evict_idle_drops_least_recently_used() -> None:
     assert s.evict_idle()
     assert [slot.tokens for slot in s.slots].count([]) == 1
     assert any(op.kind == "rm" for op in s.take_pending_ops())
+
+
+def test_identical_prompt_with_kept_logits_is_reused_whole() -> None:
+    s = Scheduler(config(), Clock())
+    s.submit(request("a", [1, 2, 3], n=2))
+    run_prompt(s)
+    lead = s.groups["a"].seqs[0]
+    s.note_prompt_logits(lead)
+    for seq in s.groups["a"].seqs:
+        s.finish(seq, "stop")
+    s.submit(request("b", [1, 2, 3], n=2))
+    plan = s.schedule()
+    group = plan.admitted[0]
+    assert plan.replay == [group] and group.cached_tokens == 3
+    assert group.seqs[0].slot == lead.slot and not plan.tokens  # nothing to compute before sampling
+    assert MemOp("cp", group.seqs[1].slot, src=lead.slot, p0=0, p1=3) in plan.mem_ops
+    s.submit(request("c", [1, 2, 4]))
+    assert not s.schedule().replay  # a different prompt recomputes as usual
+
+
+def test_kept_logits_are_forgotten_when_the_cells_change() -> None:
+    s = Scheduler(config(num_slots=1), Clock())
+    s.submit(request("a", [1, 2, 3]))
+    run_prompt(s)
+    s.note_prompt_logits(s.groups["a"].seqs[0])
+    s.finish(s.groups["a"].seqs[0], "stop")
+    s.submit(request("b", [1, 2, 9]))  # reuses [1, 2] only: position 2 is rewritten
+    run_prompt(s)
+    s.finish(s.groups["b"].seqs[0], "stop")
+    s.submit(request("c", [1, 2, 3]))
+    plan = s.schedule()
+    assert not plan.replay and plan.admitted[0].cached_tokens == 2

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from qwenhost.core.errors import CapacityExceeded, InternalError, ServeError
 from qwenhost.core.types import CacheReport
 from qwenhost.engine.llamacpp.encoder import EmbeddingStore, MediaEncoder
@@ -68,6 +70,7 @@ class EngineLoop:
         self.encoder = MediaEncoder(projector, self._media_done) if projector is not None else None
         self._embeddings = EmbeddingStore()
         self._runtime: dict[Sequence, SeqRuntime] = {}
+        self._kept_logits: dict[int, np.ndarray] = {}  # slot seq id -> logits of its prompt's last token
         self._commands: deque[tuple[str, Any]] = deque()
         self._wake = threading.Condition()
         self._stopped = False
@@ -146,6 +149,7 @@ class EngineLoop:
         self.runner.apply(plan.mem_ops)
         for group, index in plan.encode:
             self._want_media(group, index)
+        self._replay(plan, deliveries)
         if plan.tokens:
             if not self._decode(plan):
                 self.publish(deliveries)
@@ -160,7 +164,7 @@ class EngineLoop:
         self.stats.step_s += time.perf_counter() - started
         if deliveries:
             self.publish(deliveries)
-        return bool(plan.tokens or plan.media or plan.admitted or plan.expired or deliveries)
+        return bool(plan.tokens or plan.media or plan.admitted or plan.expired or plan.replay or deliveries)
 
     # -- media ------------------------------------------------------------------------------------
     def _want_media(self, group: Group, index: int) -> None:
@@ -266,6 +270,7 @@ class EngineLoop:
                         s for s in lead.group.seqs if s.state is SeqState.PREFILL and self.scheduler.prompt_done(s)
                     ]
                 self._report_prompt(lead.group, deliveries)
+                self._keep_prompt_logits(lead, i)
             else:
                 targets = [lead]
             raw = None
@@ -277,6 +282,22 @@ class EngineLoop:
                 by_request.setdefault(seq.group.request_id, []).append(out)
         for request_id, tokens in by_request.items():
             deliveries.append((request_id, StepOut(tuple(tokens))))
+
+    def _keep_prompt_logits(self, lead: Sequence, row: int) -> None:
+        if lead.group.request.media or lead.group.request.cache_pins:
+            return
+        self._kept_logits[lead.slot] = self.runner.logits(row).copy()
+        self.scheduler.note_prompt_logits(lead)
+
+    def _replay(self, plan: StepPlan, deliveries: list[Delivery]) -> None:
+        """Groups whose whole prompt was reused: their first tokens come from the kept logits."""
+        for group in plan.replay:
+            stored = self._kept_logits.get(group.seqs[0].slot)
+            if stored is None:  # cannot happen while the scheduler and the engine agree; fail loudly
+                raise RuntimeError(f"no kept logits for slot {group.seqs[0].slot}")
+            self._report_prompt(group, deliveries)
+            outs = [self._sample_one(seq, -1, stored) for seq in group.seqs if seq.state is SeqState.PREFILL]
+            deliveries.append((group.request_id, StepOut(tuple(outs))))
 
     def _report_prompt(self, group: Group, deliveries: list[Delivery]) -> None:
         if group.is_prompt_reported:
@@ -290,24 +311,33 @@ class EngineLoop:
         self.stats.cached_tokens += group.cached_tokens
         deliveries.append((group.request_id, PromptDone(len(group.request.prompt), report)))
 
-    def _sample_one(self, seq: Sequence, row: int) -> TokenOut:
+    def _sample_one(self, seq: Sequence, row: int, stored: np.ndarray | None = None) -> TokenOut:
+        """Sample ``seq``'s next token from logits row ``row`` of the last decode, or from ``stored``: the
+        logits kept for an identical prompt whose KV is reused whole (see Scheduler._best_source)."""
         rt = self._runtime[seq]
         request = seq.group.request
         wants_logprobs = request.top_logprobs is not None
-        logits = self.runner.logits(row) if (wants_logprobs or rt.constraint is not None) else None
+        logits: np.ndarray | None = None
+        if stored is not None:
+            logits = stored.copy() if rt.constraint is not None else stored  # the cache itself stays intact
+        elif wants_logprobs or rt.constraint is not None:
+            logits = self.runner.logits(row)
         raw = logits.copy() if (wants_logprobs and logits is not None and rt.constraint is not None) else logits
         if seq.forced:
             token = seq.forced.popleft()
             rt.sampler.accept(token)
         else:
+            forced: list[int] = []
             if rt.constraint is not None and logits is not None:
                 forced = rt.constraint.forced_tokens()
                 allowed = rt.constraint.allowed_tokens()
                 if allowed is not None:
                     mask_logits(logits, allowed)
-                token = forced[0] if forced else rt.sampler.sample(row)
-                if forced:
-                    rt.sampler.accept(token)
+            if forced:
+                token = forced[0]
+                rt.sampler.accept(token)
+            elif stored is not None and logits is not None:
+                token = rt.sampler.sample_array(logits)
             else:
                 token = rt.sampler.sample(row)
         if rt.constraint is not None:

@@ -16,6 +16,9 @@ import numpy as np
 
 from qwenhost.core.types import SamplingParams
 
+# llama_token_data {int32 id; float logit; float p;} as a numpy record, for sampling kept logits.
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+
 
 class SequenceSampler:
     def __init__(
@@ -26,6 +29,7 @@ class SequenceSampler:
         chain_params.no_perf = True
         self.chain = L.llama_sampler_chain_init(chain_params)
         self.seed = params.seed if params.seed is not None else secrets.randbelow(2**31)
+        self._cur: np.ndarray | None = None
         if params.logit_bias:
             biases = (L.llama_logit_bias * len(params.logit_bias))(
                 *[L.llama_logit_bias(token, bias) for token, bias in params.logit_bias]
@@ -57,6 +61,24 @@ class SequenceSampler:
     def sample(self, row: int) -> int:
         """Sample from logits row ``row`` of the last decode; the chain records the token itself."""
         return int(L.llama_sampler_sample(self.chain, self._ctx, row))
+
+    def sample_array(self, logits: np.ndarray) -> int:
+        """Sample from a logits vector held outside the context (kept logits of a reused prompt); the
+        chain runs exactly as llama_sampler_sample runs it on a context row."""
+        n = logits.shape[0]
+        if self._cur is None or self._cur.shape[0] != n:
+            self._cur = np.zeros(n, dtype=_TOKEN_DATA)
+        cur = self._cur
+        cur["id"] = np.arange(n, dtype=np.int32)
+        cur["logit"] = logits
+        cur["p"] = 0.0
+        array = L.llama_token_data_array(
+            data=cur.ctypes.data_as(ctypes.POINTER(L.llama_token_data)), size=n, selected=-1, sorted=False
+        )
+        L.llama_sampler_apply(self.chain, ctypes.byref(array))
+        token = int(array.data[array.selected].id)  # data may have been re-pointed by a sampler
+        L.llama_sampler_accept(self.chain, token)
+        return token
 
     def accept(self, token: int) -> None:
         """Record a token chosen without sampling (forced tokens) so penalties stay right."""

@@ -84,6 +84,10 @@ class Slot:
     owner: Sequence | None = None
     last_used_s: float = 0.0
     salt: str = ""
+    # The engine keeps the logits of position logits_for - 1 (0: none), so a request with exactly the
+    # prompt tokens[:logits_for] reuses every cell and samples from the kept row: same numbers as the
+    # first time (a recomputed last token can differ in floating point, ggml picks kernels by batch shape).
+    logits_for: int = 0
 
 
 @dataclass(slots=True)
@@ -139,6 +143,7 @@ class StepPlan:
     expired: list[Group] = field(default_factory=list)
     advances: list[tuple[Sequence, int]] = field(default_factory=list)  # num_computed after the text batch
     media: list[MediaSlice] = field(default_factory=list)
+    replay: list[Group] = field(default_factory=list)  # whole prompt reused: sample from kept logits
     encode: list[tuple[Group, int]] = field(default_factory=list)  # spans whose embeddings are wanted
 
     @property
@@ -351,7 +356,8 @@ class Scheduler:
     def _best_source(
         self, tokens: list[int], salt: str, is_explicit: bool, layout: PromptLayout | None = None
     ) -> tuple[int, int]:
-        """The (seq_id, length) of the longest reusable cached prefix; one token is always recomputed."""
+        """The (seq_id, length) of the longest reusable cached prefix. One token is recomputed for its
+        logits, unless an idle slot holds the whole prompt with its last logits kept (``logits_for``)."""
         limit = len(tokens) - 1
         best_id, best_len = -1, 0
         candidates: list[tuple[int, list[int], str]] = [(p.seq_id, p.tokens, p.salt) for p in self.pins]
@@ -360,6 +366,15 @@ class Scheduler:
                 (s.seq_id, s.tokens if s.owner is None else s.owner.tokens[: s.owner.num_computed], s.salt)
                 for s in self.slots
             ]
+            if layout is None:
+                for slot in self.slots:
+                    if (
+                        slot.owner is None
+                        and slot.salt == salt
+                        and slot.logits_for == len(tokens)
+                        and slot.tokens[: len(tokens)] == tokens
+                    ):
+                        return slot.seq_id, len(tokens)
         for seq_id, cached, cached_salt in candidates:
             if cached_salt != salt:
                 continue
@@ -376,10 +391,16 @@ class Scheduler:
         lead = seqs[0]
         source, reuse = self._best_source(lead.tokens, group.salt, is_explicit, group.layout)
         reuse_pos = group.pos_at(reuse)
-        idle = sorted(self._idle_slots(), key=lambda s: s.last_used_s)
+        # Least valuable first: empty slots, then the least recently used. An idle source slot is taken
+        # over only when this request keeps all it holds, or when no other slot is free; otherwise its
+        # longer history stays cached and the shared prefix is copied (seq_cp shares cells, it is cheap).
+        idle = sorted(self._idle_slots(), key=lambda s: (bool(s.tokens), s.last_used_s))
         chosen: list[Slot] = []
-        if source >= 0 and source < len(self.slots) and self.slots[source].owner is None:
-            chosen.append(self.slots[source])
+        if 0 <= source < len(self.slots) and self.slots[source].owner is None:
+            holder = self.slots[source]
+            others = len([s for s in idle if s is not holder])
+            if reuse >= len(holder.tokens) or reuse == len(lead.tokens) or others < len(seqs):
+                chosen.append(holder)
         for slot in idle:
             if len(chosen) == len(seqs):
                 break
@@ -393,12 +414,17 @@ class Scheduler:
             seq.num_computed = reuse
             if slot.seq_id == source:
                 plan.mem_ops.append(MemOp("rm", slot.seq_id, p0=reuse_pos))
+                if reuse < slot.logits_for:
+                    slot.logits_for = 0
             else:
                 plan.mem_ops.append(MemOp("rm", slot.seq_id))
+                slot.logits_for = 0
                 if reuse > 0:
                     plan.mem_ops.append(MemOp("cp", slot.seq_id, src=source, p0=0, p1=reuse_pos))
             slot.tokens = seq.tokens[:reuse]
             self.running.append(seq)
+        if reuse == len(lead.tokens):
+            plan.replay.append(group)
         if not group.is_prompt_reported:
             group.cached_tokens = reuse
         group.was_admitted = True
@@ -431,6 +457,11 @@ class Scheduler:
             piece.group.media_state.pop(piece.index, None)
         return done
 
+    def note_prompt_logits(self, seq: Sequence) -> None:
+        """The engine kept the logits of ``seq``'s last prompt token (a fresh prompt, not a resumption)."""
+        if seq.slot >= 0 and seq.num_computed == seq.num_prompt == len(seq.group.request.prompt):
+            self.slots[seq.slot].logits_for = seq.num_prompt
+
     def prompt_done(self, seq: Sequence) -> bool:
         return seq.num_computed >= len(seq.tokens) and seq.state is SeqState.PREFILL
 
@@ -448,6 +479,7 @@ class Scheduler:
         slot = self.slots[victim.slot]
         slot.owner = None
         slot.tokens = []
+        slot.logits_for = 0
         self._pending_ops.append(MemOp("rm", slot.seq_id))
         victim.group.is_prompt_split = True
         victim.slot = -1
@@ -464,6 +496,7 @@ class Scheduler:
         if idle:
             slot = min(idle, key=lambda s: s.last_used_s)
             slot.tokens = []
+            slot.logits_for = 0
             self._pending_ops.append(MemOp("rm", slot.seq_id))
             return True
         if self.pins:
