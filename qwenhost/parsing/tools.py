@@ -179,6 +179,14 @@ def _args_prefix(text: str) -> str:
     return text[:-1].rstrip() if text.endswith("}") else text
 
 
+def _json_string(body: str) -> str | None:
+    try:
+        value = json.loads(f'"{body}"')
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
+
+
 def _is_json(text: str) -> bool:
     try:
         json.loads(text)
@@ -200,9 +208,10 @@ class HermesBody(CallBody):
         events: list[ChatEvent] = []
         if not self.is_started:
             head = _HERMES_HEAD.match(self.text)
-            if head is None:
-                return events  # another key order or not JSON: decided at the close tag
-            events += self.start(json.loads(f'"{head.group(1)}"'))
+            name = _json_string(head.group(1)) if head is not None else None
+            if head is None or name is None:
+                return events  # another key order, or not JSON: decided at the close tag
+            events += self.start(name)
             self._args_at = head.end()
         return events + self._send(_args_prefix(self.text[self._args_at :]))
 

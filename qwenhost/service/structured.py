@@ -60,10 +60,8 @@ def constraint_for(request: ChatRequest, model: ServedModel, prefix: str | None 
     ``prefix`` is a partial-mode assistant prefix: the grammar starts after it.
     """
     schema = answer_schema(request.response_format)
-    if schema is not None and request.response_format is not None:
-        where = "response_format.json_schema.schema" if request.response_format.type == "json_schema" else ""
-        if where:
-            check_schema(schema, where)
+    if request.response_format is not None and request.response_format.schema is not None and schema is not None:
+        check_schema(schema, "response_format.json_schema.schema")
     tools = has_tools(request)
     if schema is None and not tools:
         return None

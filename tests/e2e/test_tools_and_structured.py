@@ -148,7 +148,7 @@ def test_streamed_tool_call_deltas_match_dashscope(server: RunningServer) -> Non
         "tool_choice": WEATHER_CHOICE,
         "stream": True,
         "seed": 11,
-        "max_tokens": 60,
+        "max_tokens": 40,
     }
     _warm(server, body)
     chunks = _raw_chunks(server, body)
@@ -186,7 +186,7 @@ def test_sdk_reassembles_streamed_calls(client: openai.OpenAI) -> None:
         tools=SEED_TOOLS,  # type: ignore[arg-type]
         tool_choice="required",
         seed=5,
-        max_tokens=60,
+        max_tokens=48,
     ) as stream:
         events = [e.type for e in stream]
         final = stream.get_final_completion()
@@ -206,7 +206,7 @@ def test_parallel_calls_each_get_an_index_and_id(server: RunningServer) -> None:
         "parallel_tool_calls": True,
         "stream": True,
         "seed": 3,
-        "max_tokens": 60,
+        "max_tokens": 40,
     }
     chunks = _raw_chunks(server, body)
     fragments = [call for c in chunks if c["choices"] for call in c["choices"][0]["delta"].get("tool_calls") or []]
@@ -222,7 +222,7 @@ def test_parallel_calls_each_get_an_index_and_id(server: RunningServer) -> None:
 
 def test_parallel_tool_calls_false_means_one_call(client: openai.OpenAI) -> None:
     completion = client.chat.completions.create(
-        model="qwen-plus", messages=SEED_MESSAGES, tools=SEED_TOOLS, tool_choice="required", seed=1, max_tokens=40
+        model="qwen-plus", messages=EN_MESSAGES, tools=SEED_TOOLS, tool_choice="required", seed=1, max_tokens=40
     )
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls" and len(choice.message.tool_calls or []) == 1
@@ -262,7 +262,7 @@ def test_json_schema_strict_validates_over_many_seeds(aclient: openai.AsyncOpenA
             messages=PERSON_MESSAGES,  # type: ignore[arg-type]
             response_format=PERSON_FORMAT,  # type: ignore[arg-type]
             seed=seed,
-            max_tokens=80,
+            max_tokens=64,
         )
 
     async def main() -> list[Any]:
@@ -280,7 +280,7 @@ def test_json_schema_streamed_equals_non_streamed_and_n_choices(server: RunningS
         "messages": PERSON_MESSAGES,
         "response_format": PERSON_FORMAT,
         "seed": 42,
-        "max_tokens": 80,
+        "max_tokens": 64,
     }
     _warm(server, kwargs)
     whole = client.chat.completions.create(**kwargs)

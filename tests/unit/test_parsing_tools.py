@@ -153,6 +153,11 @@ def test_truncated_before_the_name_is_content() -> None:
     assert calls(answer) == [] and content(answer) == '<tool_call>\n{"na'
 
 
+def test_a_bad_escape_in_the_name_does_not_break_the_parser() -> None:
+    answer, _ = run_all(hermes(), '<tool_call>\n{"name": "bad\\x", "arguments": {}}\n</tool_call>')
+    assert calls(answer) == [] and content(answer).startswith("<tool_call>")
+
+
 def test_text_after_a_call_is_content() -> None:
     answer, _ = run_all(hermes(), WEATHER + "\n\nDone.")
     assert content(answer) == "Done."
