@@ -88,7 +88,7 @@ class ChatService:
         thinking = plan_thinking(request, model)  # thinking errors first: they name the fix (enable_thinking)
         self._refuse_unsupported(request, model)
         is_thinking = thinking.is_thinking
-        structured.check_request(request, is_thinking)
+        structured.check_request(request)
         prompt, thought = self._prompt(request, model, thinking)
         spans: tuple[MediaSpan, ...] = ()
         modal: dict[str, int] = {}

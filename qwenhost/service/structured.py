@@ -32,26 +32,16 @@ def has_tools(request: ChatRequest) -> bool:
     return bool(request.tools) and request.tool_choice != "none"
 
 
-def wants_json(request: ChatRequest) -> bool:
-    rf = request.response_format
-    return rf is not None and rf.type != "text"
-
-
-def check_request(request: ChatRequest, is_thinking: bool) -> None:
-    """The request-level rules of spec §3.3, §4.4, §4.6, §4.7 (raised in prepare, before any byte)."""
+def check_request(request: ChatRequest) -> None:
+    """The request-level rules of spec §3.3, §4.6, §4.7 (raised in prepare, before any byte). The
+    thinking-mode refusals (json, forced tool_choice) are service/thinking.py's."""
     rf = request.response_format
     if rf is not None and rf.type == "json_object":
         said = " ".join(m.text() for m in request.messages if m.role in ("system", "user"))
         if "json" not in said.lower():
             raise AlgoInvalidParameter(JSON_WORD)
-    if is_thinking and wants_json(request):
-        raise InvalidParameter(JSON_WITH_THINKING)
-    choice = request.tool_choice
-    if choice == "required" or isinstance(choice, NamedToolChoice):
-        if is_thinking:
-            raise InvalidParameter(FORCED_TOOL_WITH_THINKING)
-        if not request.tools:
-            raise InvalidParameter("tool_choice 'required' needs at least one tool in 'tools'.")
+    if request.tool_choice == "required" and not request.tools:
+        raise InvalidParameter("tool_choice 'required' needs at least one tool in 'tools'.")
 
 
 def constraint_for(request: ChatRequest, model: ServedModel, prefix: str | None = None) -> ConstraintFactory | None:
