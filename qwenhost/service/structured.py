@@ -21,10 +21,6 @@ from qwenhost.parsing.tools_xml import XmlToolParser
 from qwenhost.service.models import ServedModel
 
 JSON_WORD = "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'."
-JSON_WITH_THINKING = "Json mode response is not supported when enable_thinking is true"
-FORCED_TOOL_WITH_THINKING = (
-    "The tool_choice parameter does not support being set to required or object in thinking mode"
-)
 
 
 def has_tools(request: ChatRequest) -> bool:
