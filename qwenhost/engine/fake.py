@@ -119,6 +119,9 @@ class FakeBackend:
     def token_piece(self, token_id: int) -> bytes:
         return chr(token_id).encode("utf-8") if token_id > 0 else b""
 
+    def grammar_tokenizer(self) -> None:
+        return None  # scripted output: there are no logits to constrain
+
     def stats(self) -> Mapping[str, float]:
         return {"in_flight_requests": self.in_flight}
 

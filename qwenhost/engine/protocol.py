@@ -206,6 +206,10 @@ class Backend(Protocol):
 
     def token_piece(self, token_id: int) -> bytes: ...
 
+    def grammar_tokenizer(self) -> Any:
+        """The llguidance LLTokenizer for this model's vocabulary (built once, cached), or None when the
+        backend cannot apply grammars. constrain/ compiles response_format and tool grammars with it."""
+
     def stats(self) -> Mapping[str, float]:
         """Gauges for /metrics (running sequences, queue depth, KV usage …)."""
 

@@ -14,7 +14,8 @@ from qwenhost.core.events import ChatEvent, RoleStart, UsageReport
 from qwenhost.core.types import CacheReport, ChatRequest, SamplingParams, Usage
 from qwenhost.engine.protocol import GenerationRequest, MediaSpan, PromptDone, StepOut
 from qwenhost.media.policy import MediaPolicy
-from qwenhost.parsing.base import OutputParser, PlainParser
+from qwenhost.parsing.base import OutputParser
+from qwenhost.service import structured
 from qwenhost.service.media import DecodedPart, MediaPipeline
 from qwenhost.service.mmprompt import MediaPromptBuilder, with_sentinels
 from qwenhost.service.models import ModelRegistry, ServedModel
@@ -87,6 +88,7 @@ class ChatService:
         thinking = plan_thinking(request, model)  # thinking errors first: they name the fix (enable_thinking)
         self._refuse_unsupported(request, model)
         is_thinking = thinking.is_thinking
+        structured.check_request(request)
         prompt, thought = self._prompt(request, model, thinking)
         spans: tuple[MediaSpan, ...] = ()
         modal: dict[str, int] = {}
@@ -115,6 +117,9 @@ class ChatService:
             cache_pins=prompt.cache_pins,
             media=spans,
             reasoning_budget=budget,
+            constraint=structured.constraint_for(
+                request, model, request.messages[-1].text() if request.is_partial else None
+            ),
         )
         model.backend.check_capacity()
         return Job(
@@ -134,10 +139,6 @@ class ChatService:
 
     def _refuse_unsupported(self, request: ChatRequest, model: ServedModel) -> None:
         """Parameters whose feature is not built yet are refused clearly, never silently ignored."""
-        if request.tools and request.tool_choice != "none":
-            raise NotSupported("The tool call is not supported.")
-        if request.response_format is not None and request.response_format.type != "text":
-            raise NotSupported(f"response_format of type '{request.response_format.type}' is not supported yet.")
         if any(m.media for m in request.messages):
             self.media.check_supported(request, model)  # text-only models: a clear 400, not a crash
         if request.enable_search:
@@ -213,7 +214,8 @@ class ChatService:
         return tuple(out)
 
     def make_parser(self, job: Job, choice: int) -> OutputParser:
-        return turn_parser(PlainParser(choice), job.model.format, job.thought, choice)
+        answer = structured.answer_parser(job.request, job.model, choice)
+        return turn_parser(answer, job.model.format, job.thought, choice)
 
     # -- run --------------------------------------------------------------------------------------
     async def run(self, job: Job) -> AsyncIterator[ChatEvent]:

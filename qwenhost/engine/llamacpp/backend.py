@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from qwenhost.core.errors import ServeError, Throttled
 from qwenhost.engine.llamacpp.loop import Delivery, EngineLoop
@@ -13,6 +16,8 @@ from qwenhost.engine.llamacpp.projector import Projector
 from qwenhost.engine.llamacpp.runner import LlamaRunner, RunnerConfig
 from qwenhost.engine.llamacpp.scheduler import Scheduler, SchedulerConfig
 from qwenhost.engine.protocol import EngineOutput, EnginePrompt, GenerationRequest, ModelInfo, PromptPiece, StepOut
+
+log = logging.getLogger("qwenhost.engine")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +40,8 @@ class LlamaCppBackend:
         self._in_flight = 0
         self._projector: Projector | None = None
         self._info: ModelInfo | None = None
+        self._grammar_tokenizer: Any = None
+        self._grammar_ready = threading.Event()
 
     @property
     def info(self) -> ModelInfo:
@@ -58,6 +65,22 @@ class LlamaCppBackend:
         scheduler = Scheduler(self.config.scheduler, clock=time.monotonic)
         self._loop = EngineLoop(self._runner, scheduler, self._publish, self._projector)
         self._loop.start()
+        # The grammar vocabulary takes about a second; build it beside the server's start-up so the first
+        # constrained request does not wait for it.
+        threading.Thread(target=self._build_grammar_tokenizer, name="qwenhost-grammar-vocab", daemon=True).start()
+
+    def _build_grammar_tokenizer(self) -> None:
+        try:
+            assert self._runner is not None
+            self._grammar_tokenizer = self._runner.grammar_tokenizer()
+        except Exception:
+            log.exception("could not build the grammar vocabulary; constrained decoding is unavailable")
+        finally:
+            self._grammar_ready.set()
+
+    def grammar_tokenizer(self) -> Any:
+        self._grammar_ready.wait()
+        return self._grammar_tokenizer
 
     def build_prompt(self, pieces: Sequence[PromptPiece]) -> EnginePrompt:
         if self._projector is None:
@@ -65,6 +88,8 @@ class LlamaCppBackend:
         return self._projector.layout(pieces)
 
     def close(self) -> None:
+        if self._runner is not None:
+            self._grammar_ready.wait(timeout=60)  # it reads the vocabulary that close() frees
         if self._loop is not None:
             self._loop.stop()
             self._loop = None

@@ -329,10 +329,12 @@ class EngineLoop:
         else:
             forced: list[int] = []
             if rt.constraint is not None and logits is not None:
+                # A token the grammar forces needs no mask (one token per step; the rest follow).
                 forced = rt.constraint.forced_tokens()
-                allowed = rt.constraint.allowed_tokens()
-                if allowed is not None:
-                    mask_logits(logits, allowed)
+                if not forced:
+                    allowed = rt.constraint.allowed_tokens()
+                    if allowed is not None:
+                        mask_logits(logits, allowed)
             if forced:
                 token = forced[0]
                 rt.sampler.accept(token)

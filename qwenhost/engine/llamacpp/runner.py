@@ -6,6 +6,7 @@ import ctypes
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import llama_cpp as L
 import numpy as np
@@ -207,6 +208,13 @@ class LlamaRunner:
             buf = (L.llama_token * cap)()
             n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
         return list(buf[:n])
+
+    def grammar_tokenizer(self) -> Any:
+        """llguidance's view of the vocabulary (~1 s for 150k tokens). Every end-of-generation token counts
+        as EOS, so a finished grammar lets the model end its turn the way it was trained to."""
+        from llguidance.llamacpp import lltokenizer_from_vocab
+
+        return lltokenizer_from_vocab(self.vocab, n_vocab=self.n_vocab, eos_token=sorted(self.eog) or None)
 
     def _meta(self) -> dict[str, str]:
         out: dict[str, str] = {}
