@@ -222,7 +222,7 @@ kv_cache_tokens = 320
             async with openai.AsyncOpenAI(base_url=srv.base_url, api_key="x", max_retries=0) as client:
                 calls = [
                     client.chat.completions.create(
-                        model="qwen-plus", messages=STORY, max_tokens=300, seed=i, extra_body={"ignore_eos": True}
+                        model="qwen-plus", messages=STORY, max_tokens=150, seed=i, extra_body={"ignore_eos": True}
                     )
                     for i in range(3)
                 ]
