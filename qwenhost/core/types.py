@@ -234,3 +234,18 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class PixelDefaults:
+    """A vision model's pixel limits (spec §4.11): defaults and the bounds a request may move them to."""
+
+    image_min: int
+    image_max: int
+    image_max_limit: int
+    video_min: int
+    video_min_limit: int
+    video_max: int
+    video_max_limit: int
+    video_total: int
+    max_frames: int  # upper bound of a frame list (spec: 512 for Qwen2.5-VL / Qwen3-VL, 80 for others)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from qwenhost.core.types import PixelDefaults
+
 # How a video's frame pairs are placed in time (HF processors):
 #   index       Qwen2-VL: temporal position = pair index
 #   seconds     Qwen2.5-VL / Qwen2.5-Omni: pair index x (2 / fps) x tokens_per_second (absolute time)
@@ -20,15 +22,7 @@ VideoTime = Literal["index", "seconds", "timestamps"]
 @dataclass(frozen=True, slots=True)
 class VisionFamily:
     name: str
-    image_min: int
-    image_max: int
-    image_max_limit: int
-    video_min: int
-    video_min_limit: int
-    video_max: int
-    video_max_limit: int
-    video_total: int
-    max_frames: int  # frame lists: (4, max_frames) (spec §4.11)
+    pixels: PixelDefaults  # spec §4.11 defaults and the bounds a request may move them to
     video_time: VideoTime = "seconds"
     tokens_per_second: float = 2.0  # Qwen2.5-VL vision_config.tokens_per_second; not stored in mmproj GGUFs
 
@@ -36,31 +30,35 @@ class VisionFamily:
 # "Others" in spec §4.11: Qwen2/2.5-VL, QVQ (28 px per token).
 QWEN2_VL = VisionFamily(
     name="qwen2-vl",
-    image_min=3136,
-    image_max=1003520,
-    image_max_limit=12845056,
-    video_min=50176,
-    video_min_limit=3136,
-    video_max=501760,
-    video_max_limit=602112,
-    video_total=51380224,
-    max_frames=80,
+    pixels=PixelDefaults(
+        image_min=3136,
+        image_max=1003520,
+        image_max_limit=12845056,
+        video_min=50176,
+        video_min_limit=3136,
+        video_max=501760,
+        video_max_limit=602112,
+        video_total=51380224,
+        max_frames=80,
+    ),
     video_time="index",
 )
-QWEN2_5_VL = replace(QWEN2_VL, name="qwen2.5-vl", max_frames=512, video_time="seconds")
+QWEN2_5_VL = replace(QWEN2_VL, name="qwen2.5-vl", pixels=replace(QWEN2_VL.pixels, max_frames=512), video_time="seconds")
 # Qwen2.5-Omni places video in time at 25 positions per second (position_id_per_seconds).
 QWEN2_5_OMNI = replace(QWEN2_5_VL, name="qwen2.5-omni", tokens_per_second=25.0)
 QWEN3_VL = VisionFamily(
     name="qwen3-vl",
-    image_min=65536,
-    image_max=2621440,
-    image_max_limit=16777216,
-    video_min=65536,
-    video_min_limit=4096,
-    video_max=655360,
-    video_max_limit=786432,
-    video_total=67108864,
-    max_frames=512,
+    pixels=PixelDefaults(
+        image_min=65536,
+        image_max=2621440,
+        image_max_limit=16777216,
+        video_min=65536,
+        video_min_limit=4096,
+        video_max=655360,
+        video_max_limit=786432,
+        video_total=67108864,
+        max_frames=512,
+    ),
     video_time="timestamps",
 )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from qwenhost.core.types import PixelDefaults
 from qwenhost.media import errors
 
 MAX_ASPECT_RATIO = 200
@@ -35,21 +36,6 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
         h_bar = math.ceil(height * beta / factor) * factor
         w_bar = math.ceil(width * beta / factor) * factor
     return h_bar, w_bar
-
-
-@dataclass(frozen=True, slots=True)
-class PixelDefaults:
-    """A vision model's pixel limits (spec §4.11): defaults and the bounds a request may move them to."""
-
-    image_min: int
-    image_max: int
-    image_max_limit: int
-    video_min: int
-    video_min_limit: int
-    video_max: int
-    video_max_limit: int
-    video_total: int
-    max_frames: int  # upper bound of a frame list (spec: 512 for Qwen2.5-VL / Qwen3-VL, 80 for others)
 
 
 @dataclass(frozen=True, slots=True)

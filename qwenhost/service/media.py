@@ -22,7 +22,6 @@ from qwenhost.media.resize import (
     FRAME_FACTOR,
     MIN_FRAMES,
     ImageRule,
-    PixelDefaults,
     clamp_fps,
     image_rule,
     video_rule,
@@ -43,20 +42,6 @@ class DecodedPart:
     clip: Clip | None = field(default=None)
 
 
-def pixel_defaults(family: VisionFamily) -> PixelDefaults:
-    return PixelDefaults(
-        image_min=family.image_min,
-        image_max=family.image_max,
-        image_max_limit=family.image_max_limit,
-        video_min=family.video_min,
-        video_min_limit=family.video_min_limit,
-        video_max=family.video_max,
-        video_max_limit=family.video_max_limit,
-        video_total=family.video_total,
-        max_frames=family.max_frames,
-    )
-
-
 class MediaPipeline:
     def __init__(self, policy: MediaPolicy) -> None:
         self.policy = policy
@@ -74,8 +59,8 @@ class MediaPipeline:
                 )
             if part.kind == "video_frames":
                 family = vision_family(caps.vision_projector or "")
-                if not MIN_FRAMES <= len(part.sources) <= family.max_frames:
-                    raise errors.frame_range(family.max_frames)
+                if not MIN_FRAMES <= len(part.sources) <= family.pixels.max_frames:
+                    raise errors.frame_range(family.pixels.max_frames)
 
     async def decode(self, request: ChatRequest, model: ServedModel) -> list[DecodedPart]:
         self.check_supported(request, model)
@@ -105,7 +90,7 @@ class MediaPipeline:
             factor = caps.pixels_per_token_side
             if part.kind == "image":
                 rule = image_rule(
-                    pixel_defaults(family),
+                    family.pixels,
                     factor,
                     min_pixels=part.min_pixels,
                     max_pixels=part.max_pixels,
@@ -122,7 +107,7 @@ class MediaPipeline:
 
         def rule_for(num_frames: int) -> ImageRule:
             return video_rule(
-                pixel_defaults(family),
+                family.pixels,
                 factor,
                 num_frames,
                 min_pixels=part.min_pixels,

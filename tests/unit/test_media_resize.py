@@ -10,7 +10,6 @@ import pytest
 from qwenhost.core.errors import InvalidParameter
 from qwenhost.formats.vision import QWEN2_5_VL, QWEN3_VL
 from qwenhost.media.resize import image_rule, sample_count, sample_indices, smart_resize, video_rule
-from qwenhost.service.media import pixel_defaults
 
 
 def spec_resize(h: int, w: int, f: int, lo: int, hi: int) -> tuple[int, int]:
@@ -55,9 +54,9 @@ def test_too_small_or_elongated(h: int, w: int) -> None:
 
 
 def test_image_rule_clamps_and_high_resolution() -> None:
-    d = pixel_defaults(QWEN3_VL)
+    d = QWEN3_VL.pixels
     rule = image_rule(d, 32, min_pixels=1, max_pixels=10**12, high_resolution=False, max_tokens=16384)
-    assert rule.min_pixels == QWEN3_VL.image_min and rule.max_pixels == QWEN3_VL.image_max_limit
+    assert rule.min_pixels == QWEN3_VL.pixels.image_min and rule.max_pixels == QWEN3_VL.pixels.image_max_limit
     hi = image_rule(d, 32, min_pixels=None, max_pixels=100_000, high_resolution=True, max_tokens=16384)
     assert hi.max_pixels == 16384 * 32 * 32  # vl_high_resolution_images ignores max_pixels
     capped = image_rule(d, 32, min_pixels=None, max_pixels=None, high_resolution=True, max_tokens=100)
@@ -65,11 +64,11 @@ def test_image_rule_clamps_and_high_resolution() -> None:
 
 
 def test_video_rule_shares_total_pixels() -> None:
-    d = pixel_defaults(QWEN2_5_VL)
+    d = QWEN2_5_VL.pixels
     few = video_rule(d, 28, 4, min_pixels=None, max_pixels=None, total_pixels=None, max_tokens=16384)
     many = video_rule(d, 28, 400, min_pixels=None, max_pixels=None, total_pixels=None, max_tokens=16384)
-    assert few.max_pixels == QWEN2_5_VL.video_max
-    assert many.max_pixels == max(int(QWEN2_5_VL.video_total / 400 * 2), int(QWEN2_5_VL.video_min * 1.05))
+    assert few.max_pixels == QWEN2_5_VL.pixels.video_max
+    assert many.max_pixels == max(int(QWEN2_5_VL.pixels.video_total / 400 * 2), int(QWEN2_5_VL.pixels.video_min * 1.05))
 
 
 def test_frame_sampling() -> None:
