@@ -355,15 +355,15 @@ def measure(server: Server, cfg: Any, quiet: Quiet | None = None) -> dict[str, A
 
     from qwenhost.ops.bench import run_bench
 
-    quiet = quiet or Quiet(max_wait_s=0, retries=0)
     spoiled: list[float] = []
     while True:
-        quiet.wait()
-        window = CpuWindow(quiet.pids or [server.pid])
+        if quiet is not None:
+            quiet.wait()
+        window = CpuWindow(quiet.pids if quiet is not None else [server.pid])
         report = asyncio.run(run_bench(cfg))
         report["cpu"] = window.close()
         other = report["cpu"]["cpu_other_cores"]
-        if other < quiet.threshold_cores or len(spoiled) >= quiet.retries:
+        if quiet is None or other < quiet.threshold_cores or len(spoiled) >= quiet.retries:
             break
         spoiled.append(other)
         print(f"  {server.name}: others used {other:.2f} cores during the run; measuring again", file=sys.stderr)
