@@ -131,6 +131,23 @@ def llama_server_cmd(binary: str, port: int, parallel: int, context: int, thread
 
 
 @contextlib.contextmanager
+def side_by_side(args: argparse.Namespace) -> Iterator[tuple[Server, Server, Quiet, dict[str, Any]]]:
+    """qwenhost and llama-server started together with the shared settings, the Quiet guard watching
+    both, and the results dict (machine, arguments, command lines) that the script fills in."""
+    binary = find_binary(args.llama_bin, "llama-server")
+    quiet = quiet_from(args)
+    results: dict[str, Any] = {"machine": machine(), "args": vars(args), "runs": []}
+    logs = log_dir()
+    with (
+        qwenhost_server(logs, PARALLEL, CONTEXT_PER_SLOT, THREADS) as ours,
+        llama_server(binary, logs, PARALLEL, CONTEXT_PER_SLOT, THREADS) as peer,
+    ):
+        results["commands"] = [ours.process.args, peer.process.args]
+        quiet.pids = [ours.pid, peer.pid]
+        yield ours, peer, quiet, results
+
+
+@contextlib.contextmanager
 def qwenhost_server(log_dir: Path, parallel: int, context: int, threads: int) -> Iterator[Server]:
     port = free_port()
     with _serve("qwenhost", qwenhost_cmd(port, parallel, context, threads), port, "/compatible-mode/v1", log_dir) as s:

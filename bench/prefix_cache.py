@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import functools
 import random
 import sys
@@ -84,15 +83,7 @@ def pair(server: h.Server, round_no: int, system_tokens: int, quiet: h.Quiet) ->
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    binary = h.find_binary(args.llama_bin, "llama-server")
-    quiet = h.quiet_from(args)
-    results: dict[str, Any] = {"machine": h.machine(), "args": vars(args), "runs": []}
-    logs = h.log_dir()
-    with contextlib.ExitStack() as stack:
-        ours = stack.enter_context(h.qwenhost_server(logs, h.PARALLEL, h.CONTEXT_PER_SLOT, h.THREADS))
-        peer = stack.enter_context(h.llama_server(binary, logs, h.PARALLEL, h.CONTEXT_PER_SLOT, h.THREADS))
-        results["commands"] = [ours.process.args, peer.process.args]
-        quiet.pids = [ours.pid, peer.pid]
+    with h.side_by_side(args) as (ours, peer, quiet, results):
         for server in (ours, peer):
             ask(server, system_prompt(10_000, 64), 0)  # warm-up
         for round_no in range(args.rounds):

@@ -9,22 +9,13 @@ tokens each; they take turns (the order alternates every round) so background no
 from __future__ import annotations
 
 import argparse
-import contextlib
 from typing import Any
 
 from bench import harness as h
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    binary = h.find_binary(args.llama_bin, "llama-server")
-    quiet = h.quiet_from(args)
-    results: dict[str, Any] = {"machine": h.machine(), "args": vars(args), "runs": []}
-    logs = h.log_dir()
-    with contextlib.ExitStack() as stack:
-        ours = stack.enter_context(h.qwenhost_server(logs, h.PARALLEL, h.CONTEXT_PER_SLOT, h.THREADS))
-        peer = stack.enter_context(h.llama_server(binary, logs, h.PARALLEL, h.CONTEXT_PER_SLOT, h.THREADS))
-        results["commands"] = [ours.process.args, peer.process.args]
-        quiet.pids = [ours.pid, peer.pid]
+    with h.side_by_side(args) as (ours, peer, quiet, results):
         for server in (ours, peer):  # load pages, JIT nothing, but fill caches and allocators once
             h.measure(server, h.bench_config(server, num_requests=8, concurrency=8, max_tokens=32))
         for round_no in range(args.rounds):

@@ -213,21 +213,30 @@ name = "tight"
 path = "embedded"
 aliases = ["qwen-plus"]
 parallel = 3
-context_length = 256
-kv_cache_tokens = 320
+context_length = 512
+kv_cache_tokens = 512
 """
     with running_server(tmp_path, config=config) as srv:
 
         async def main() -> list[int]:
             async with openai.AsyncOpenAI(base_url=srv.base_url, api_key="x", max_retries=0) as client:
+                # Different prompts: identical ones would share their prefill cells and the need
+                # would depend on whether the three were admitted in the same step.
                 calls = [
                     client.chat.completions.create(
-                        model="qwen-plus", messages=STORY, max_tokens=150, seed=i, extra_body={"ignore_eos": True}
+                        model="qwen-plus",
+                        messages=[{"role": "system", "content": f"Story teller number {i}."}, *STORY],
+                        max_tokens=200,
+                        seed=i,
+                        extra_body={"ignore_eos": True},
                     )
                     for i in range(3)
                 ]
                 results = await asyncio.gather(*calls)
             return [r.usage.completion_tokens for r in results]  # type: ignore[union-attr]
 
-        assert asyncio.run(main()) == [150, 150, 150]  # three need ~570 cells of 320: some are preempted
+        # Three answers of 200 tokens after ~40-token prompts need ~720 cells; the cache has 512
+        # (llama.cpp rounds n_ctx up to a multiple of 256, so the capacity is set to one exactly).
+        assert gauge(srv, "kv_cells_capacity") == 512
+        assert asyncio.run(main()) == [200, 200, 200]
         assert gauge(srv, "preemptions") > 0
