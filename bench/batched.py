@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     binary = h.find_binary(args.llama_bin, "llama-batched-bench")
     quiet = h.quiet_from(args)
     results: dict[str, Any] = {"machine": h.machine(), "args": vars(args), "runs": []}
-    with h.qwenhost_server(h.log_dir(), h.PARALLEL, h.CONTEXT_PER_SLOT, h.THREADS) as ours:
+    with h.qwenhost_server(h.log_dir(), h.PARALLEL, h.CONTEXT_PER_SLOT, h.THREADS, args.qwenhost_arg) as ours:
         results["commands"] = [ours.process.args]
         quiet.pids = [ours.pid]
         h.measure(ours, h.bench_config(ours, num_requests=8, concurrency=8, max_tokens=32))  # warm-up

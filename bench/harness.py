@@ -113,10 +113,10 @@ def _serve(name: str, cmd: Sequence[str], port: int, prefix: str, log_dir: Path)
             process.wait()
 
 
-def qwenhost_cmd(port: int, parallel: int, context: int, threads: int) -> list[str]:
+def qwenhost_cmd(port: int, parallel: int, context: int, threads: int, extra: Sequence[str] = ()) -> list[str]:
     return [
         sys.executable, "-m", "qwenhost", "serve", "--port", str(port), "--parallel", str(parallel),
-        "--context-length", str(context), "--threads", str(threads),
+        "--context-length", str(context), "--threads", str(threads), *extra,
     ]  # fmt: skip
 
 
@@ -139,7 +139,7 @@ def side_by_side(args: argparse.Namespace) -> Iterator[tuple[Server, Server, Qui
     results: dict[str, Any] = {"machine": machine(), "args": vars(args), "runs": []}
     logs = log_dir()
     with (
-        qwenhost_server(logs, PARALLEL, CONTEXT_PER_SLOT, THREADS) as ours,
+        qwenhost_server(logs, PARALLEL, CONTEXT_PER_SLOT, THREADS, args.qwenhost_arg) as ours,
         llama_server(binary, logs, PARALLEL, CONTEXT_PER_SLOT, THREADS) as peer,
     ):
         results["commands"] = [ours.process.args, peer.process.args]
@@ -148,9 +148,12 @@ def side_by_side(args: argparse.Namespace) -> Iterator[tuple[Server, Server, Qui
 
 
 @contextlib.contextmanager
-def qwenhost_server(log_dir: Path, parallel: int, context: int, threads: int) -> Iterator[Server]:
+def qwenhost_server(
+    log_dir: Path, parallel: int, context: int, threads: int, extra: Sequence[str] = ()
+) -> Iterator[Server]:
     port = free_port()
-    with _serve("qwenhost", qwenhost_cmd(port, parallel, context, threads), port, "/compatible-mode/v1", log_dir) as s:
+    cmd = qwenhost_cmd(port, parallel, context, threads, extra)
+    with _serve("qwenhost", cmd, port, "/compatible-mode/v1", log_dir) as s:
         yield s
 
 
@@ -290,6 +293,13 @@ def common_args(p: argparse.ArgumentParser) -> None:
         default=300.0,
         metavar="S",
         help="before each measurement, wait up to S seconds for other processes to stop using CPU (default 300)",
+    )
+    p.add_argument(
+        "--qwenhost-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for qwenhost serve, repeatable (e.g. --qwenhost-arg=--kv-layout=unified)",
     )
     p.add_argument("--retries", type=int, default=3, help="redo a measurement that others' CPU use spoiled (default 3)")
 

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     h.quiet_from(args).wait()
     results: dict[str, Any] = {"machine": h.machine(), "args": vars(args), "runs": []}
     logs = h.log_dir()
-    with h.qwenhost_server(logs, h.PARALLEL, h.CONTEXT_PER_SLOT, h.THREADS) as ours:
+    with h.qwenhost_server(logs, h.PARALLEL, h.CONTEXT_PER_SLOT, h.THREADS, args.qwenhost_arg) as ours:
         results["commands"] = [ours.process.args]
         results["runs"].append(soak(ours, args))
     if args.peer:

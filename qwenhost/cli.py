@@ -29,6 +29,12 @@ def _add_settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parallel", type=int, help="sequences decoded together (default 4)")
     p.add_argument("--context-length", type=int, help="tokens per request, prompt + answer (default: model's, ≤8192)")
     p.add_argument("--threads", type=int, help="CPU threads for llama.cpp (default: all cores)")
+    p.add_argument(
+        "--kv-layout",
+        choices=("unified", "split"),
+        help="KV cache: one stream per sequence (default; faster decode) or one buffer shared by all "
+        "(less memory, bounded by kv_cache_tokens; docs/performance.md)",
+    )
     p.add_argument("--mmproj", metavar="PATH", help="multimodal projector GGUF for --model (images, video, audio)")
     p.add_argument(
         "--allow-private-urls",
@@ -49,6 +55,7 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         context_length=args.context_length,
         threads=args.threads,
         mmproj=args.mmproj,
+        kv_layout=args.kv_layout,
         allow_private_urls=args.allow_private_urls,
     )
 

@@ -62,6 +62,11 @@ class ModelConfig:
     context_length: int | None = None  # per request; None: min(n_ctx_train, 8192)
     kv_cache_tokens: int | None = None  # shared by all sequences; None: context_length * parallel
     kv_cache_type: str = "f16"
+    # "split": one KV stream per sequence id, as llama-server: faster decode (each row attends over
+    # its own cells only), context_length cells for each of parallel + cache_slots streams, prefixes
+    # shared across slots copied whole. "unified": one buffer for all (shared prefixes cost nothing,
+    # kv_cache_tokens bounds the memory, slower decode). None: split unless kv_cache_tokens is set.
+    kv_layout: str | None = None
     max_output_tokens: int | None = None  # None: context_length
     batch_tokens: int = 512
     threads: int | None = None
@@ -76,6 +81,10 @@ class ModelConfig:
     sampling_thinking: SamplingOverrides = field(default_factory=SamplingOverrides)
     thinking_default: bool | None = None  # hybrid families: thinking when the request is silent; None: family's
     stream_only_thinking: bool | None = None  # refuse non-streaming thinking calls as DashScope does; None: family's
+
+    @property
+    def is_kv_split(self) -> bool:
+        return self.kv_layout == "split" or (self.kv_layout is None and self.kv_cache_tokens is None)
 
     def resolved_path(self) -> str:
         return embedded_model_path() if self.path == EMBEDDED else str(Path(self.path).expanduser())
@@ -183,6 +192,10 @@ def _model(raw: Mapping[str, Any], index: int) -> ModelConfig:
         and config.kv_cache_tokens < config.context_length
     ):
         raise ConfigError(f"{where}: kv_cache_tokens must be at least context_length (one request must fit)")
+    if config.kv_layout not in (None, "unified", "split"):
+        raise ConfigError(f'{where}: kv_layout must be "unified" or "split"')
+    if config.kv_layout == "split" and config.kv_cache_tokens is not None:
+        raise ConfigError(f'{where}: kv_cache_tokens applies to kv_layout = "unified" only')
     if config.family is not None and config.family not in FORMATS:
         raise ConfigError(f"{where}: unknown family {config.family!r}; known: {', '.join(sorted(FORMATS))}")
     for key in ("thinking_default", "stream_only_thinking"):
@@ -202,6 +215,7 @@ def load_settings(
     context_length: int | None = None,
     threads: int | None = None,
     mmproj: str | None = None,
+    kv_layout: str | None = None,
     allow_private_urls: bool | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
@@ -250,6 +264,8 @@ def load_settings(
         overrides["threads"] = threads
     if mmproj is not None:
         overrides["mmproj"] = mmproj
+    if kv_layout is not None:
+        overrides["kv_layout"] = kv_layout
     if overrides:
         models[0] = replace(models[0], **overrides)
     _check_unique_names(models)

@@ -40,6 +40,7 @@ def engine_config(mc: ModelConfig, max_image_tokens: int = 16384) -> EngineConfi
         parallel=mc.parallel,
         n_gpu_layers=mc.gpu_layers,
         kv_cache_type=mc.kv_cache_type,
+        kv_split=mc.is_kv_split,
     )
     scheduler = SchedulerConfig(
         num_slots=mc.parallel,

@@ -70,6 +70,7 @@ class EngineLoop:
         self.encoder = MediaEncoder(projector, self._media_done) if projector is not None else None
         self._embeddings = EmbeddingStore()
         self._runtime: dict[Sequence, SeqRuntime] = {}
+        self._rows: dict[int, int] = {}  # plan.tokens index -> logits row of the last decode
         self._kept_logits: dict[int, np.ndarray] = {}  # slot seq id -> logits of its prompt's last token
         self._commands: deque[tuple[str, Any]] = deque()
         self._wake = threading.Condition()
@@ -208,7 +209,7 @@ class EngineLoop:
 
     def _decode(self, plan: StepPlan) -> bool:
         try:
-            self.runner.decode(plan.tokens)
+            self._rows = self.runner.decode(plan.tokens)
             return True
         except KvCacheFull:
             # Nothing of the plan was computed; make room and let the next schedule() plan it again.
@@ -258,6 +259,7 @@ class EngineLoop:
         for i, bt in enumerate(plan.tokens):
             if not bt.wants_logits or bt.owner is None:
                 continue
+            row = self._rows[i]
             lead = bt.owner
             if lead.state is SeqState.FINISHED:
                 continue
@@ -270,15 +272,15 @@ class EngineLoop:
                         s for s in lead.group.seqs if s.state is SeqState.PREFILL and self.scheduler.prompt_done(s)
                     ]
                 self._report_prompt(lead.group, deliveries)
-                self._keep_prompt_logits(lead, i)
+                self._keep_prompt_logits(lead, row)
             else:
                 targets = [lead]
             raw = None
             for seq in targets:
                 if len(targets) > 1 and self._runtime[seq].constraint is not None:
-                    raw = raw if raw is not None else self.runner.logits(i).copy()
-                    self.runner.logits(i)[:] = raw
-                out = self._sample_one(seq, i)
+                    raw = raw if raw is not None else self.runner.logits(row).copy()
+                    self.runner.logits(row)[:] = raw
+                out = self._sample_one(seq, row)
                 by_request.setdefault(seq.group.request_id, []).append(out)
         for request_id, tokens in by_request.items():
             deliveries.append((request_id, StepOut(tuple(tokens))))

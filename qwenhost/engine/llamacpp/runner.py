@@ -50,6 +50,10 @@ class RunnerConfig:
     n_gpu_layers: int = 0
     flash_attn: bool | None = None
     kv_cache_type: str = "f16"
+    # One KV stream per sequence id (llama-server's layout) instead of one buffer for all: each row
+    # attends over its own sequence's cells only, which decodes faster, but a prefix shared across
+    # slots is a whole-stream copy and every stream is sized for a full context.
+    kv_split: bool = False
 
 
 DEFAULT_CONTEXT = 8192
@@ -83,13 +87,16 @@ class LlamaRunner:
         n_ctx_train = L.llama_model_n_ctx_train(self.model)
         self.context_length = config.context_length or min(n_ctx_train, DEFAULT_CONTEXT)
         ctx_params = L.llama_context_default_params()
-        ctx_params.n_ctx = config.kv_tokens or self.context_length * config.parallel
-        ctx_params.n_batch = config.batch_tokens
+        if config.kv_split:
+            ctx_params.n_ctx = self.context_length * config.num_seq_ids
+        else:
+            ctx_params.n_ctx = config.kv_tokens or self.context_length * config.parallel
+        ctx_params.n_batch = config.batch_tokens * (config.num_seq_ids if config.kv_split else 1)
         ctx_params.n_ubatch = min(config.batch_tokens, 512)
         ctx_params.n_seq_max = config.num_seq_ids
         ctx_params.n_threads = config.n_threads
         ctx_params.n_threads_batch = config.n_threads_batch
-        ctx_params.kv_unified = True  # prefix cells are shared between sequences (seq_cp)
+        ctx_params.kv_unified = not config.kv_split  # unified: prefix cells are shared (seq_cp)
         ctx_params.no_perf = True
         ctx_params.swa_full = True
         if config.flash_attn is not None:
@@ -104,7 +111,10 @@ class LlamaRunner:
         self.kv_tokens = L.llama_n_ctx(self.ctx)
         self.pieces = [self._piece(t) for t in range(self.n_vocab)]
         self.eog = frozenset(t for t in range(self.n_vocab) if L.llama_vocab_is_eog(self.vocab, t))
-        self._alloc_batch(config.batch_tokens, config.num_seq_ids)
+        # Split streams cannot share a token between sequences: such tokens are decoded once per
+        # sequence, so the batch may hold up to num_seq_ids copies of each.
+        width = config.batch_tokens * (config.num_seq_ids if config.kv_split else 1)
+        self._alloc_batch(width, config.num_seq_ids)
         self.info = self._model_info()
 
     # -- batch ------------------------------------------------------------------------------------
@@ -130,17 +140,20 @@ class LlamaRunner:
 
     def decode(self, tokens: list[BatchToken]) -> dict[int, int]:
         """Decode one batch; returns {index in ``tokens`` -> logits row} for the rows that want logits."""
-        n = len(tokens)
+        order = self._split_order(tokens) if self.config.kv_split else [(i, bt.seq_ids) for i, bt in enumerate(tokens)]
         rows: dict[int, int] = {}
-        for i, bt in enumerate(tokens):
-            self._tok[i] = bt.token
-            self._pos[i] = bt.pos
-            k = len(bt.seq_ids)
-            self._nseq[i] = k
-            self._seq[i, :k] = bt.seq_ids
-            self._out[i] = 1 if bt.wants_logits else 0
-            if bt.wants_logits:
-                rows[i] = i
+        for row, (i, seq_ids) in enumerate(order):
+            bt = tokens[i]
+            self._tok[row] = bt.token
+            self._pos[row] = bt.pos
+            k = len(seq_ids)
+            self._nseq[row] = k
+            self._seq[row, :k] = seq_ids
+            wants = bt.wants_logits and i not in rows
+            self._out[row] = 1 if wants else 0
+            if wants:
+                rows[i] = row
+        n = len(order)
         self._batch.n_tokens = n
         status = L.llama_decode(self.ctx, self._batch)
         if status == 1:
@@ -149,7 +162,23 @@ class LlamaRunner:
             raise DecodeError(f"llama_decode returned {status}")
         return rows
 
+    @staticmethod
+    def _split_order(tokens: list[BatchToken]) -> list[tuple[int, tuple[int, ...]]]:
+        """Split streams: one entry per (token, sequence), ordered by sequence id and stable within
+        one, because llama.cpp decodes streams together only in runs of consecutive ids (and
+        rejects a token shared by two streams). The first copy of a token carries its logits."""
+        expanded: list[tuple[int, tuple[int, ...]]] = [(i, (seq,)) for i, bt in enumerate(tokens) for seq in bt.seq_ids]
+        expanded.sort(key=lambda entry: entry[1][0])
+        return expanded
+
     def decode_embeddings(self, embd: np.ndarray, positions: np.ndarray, seq_ids: tuple[int, ...]) -> None:
+        if self.config.kv_split and len(seq_ids) > 1:
+            for seq in seq_ids:
+                self.decode_embeddings(embd, positions, (seq,))
+            return
+        self._decode_embeddings(embd, positions, seq_ids)
+
+    def _decode_embeddings(self, embd: np.ndarray, positions: np.ndarray, seq_ids: tuple[int, ...]) -> None:
         """Decode media embeddings (``embd``: rows x n_embd_inp float32) at ``positions`` (section-major,
         n_pos_per_embd x rows). A batch of its own: llama_batch carries either tokens or embeddings."""
         n = embd.shape[0]
@@ -186,6 +215,12 @@ class LlamaRunner:
         for op in ops:
             if op.kind == "rm":
                 L.llama_memory_seq_rm(self.memory, op.dst, op.p0, op.p1)
+            elif op.kind == "cp" and self.config.kv_split:
+                # Streams copy whole (llama.cpp refuses part of one): copy, then cut the tail.
+                L.llama_memory_seq_rm(self.memory, op.dst, -1, -1)
+                L.llama_memory_seq_cp(self.memory, op.src, op.dst, -1, -1)
+                if op.p1 >= 0:
+                    L.llama_memory_seq_rm(self.memory, op.dst, op.p1, -1)
             elif op.kind == "cp":
                 L.llama_memory_seq_cp(self.memory, op.src, op.dst, op.p0, op.p1)
 

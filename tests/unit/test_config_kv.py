@@ -1,0 +1,32 @@
+"""The KV layout setting: split by default, unified when the operator bounds the KV memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qwenhost.config import ConfigError, load_settings
+from qwenhost.main import engine_config
+
+
+def _model(tmp_path: Path, body: str):  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "q.toml"
+    cfg.write_text(f'[[models]]\nname = "m"\npath = "x.gguf"\n{body}', "utf-8")
+    return load_settings(str(cfg), environ={}).models[0]
+
+
+def test_split_is_the_default_and_kv_cache_tokens_selects_unified(tmp_path: Path) -> None:
+    assert _model(tmp_path, "").is_kv_split
+    assert engine_config(_model(tmp_path, "")).runner.kv_split
+    bounded = _model(tmp_path, "kv_cache_tokens = 16384\ncontext_length = 4096\n")
+    assert not bounded.is_kv_split and not engine_config(bounded).runner.kv_split
+    assert not _model(tmp_path, 'kv_layout = "unified"\n').is_kv_split
+    assert load_settings(None, kv_layout="unified", environ={}).models[0].kv_layout == "unified"
+
+
+def test_bad_layouts_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match='kv_layout must be "unified" or "split"'):
+        _model(tmp_path, 'kv_layout = "paged"\n')
+    with pytest.raises(ConfigError, match="kv_cache_tokens applies to"):
+        _model(tmp_path, 'kv_layout = "split"\nkv_cache_tokens = 16384\n')
