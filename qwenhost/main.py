@@ -49,6 +49,7 @@ def engine_config(mc: ModelConfig, max_image_tokens: int = 16384) -> EngineConfi
         max_waiting=mc.max_waiting,
         queue_timeout_s=mc.queue_timeout_s,
         max_pinned_tokens=mc.max_cached_tokens,
+        min_copy_tokens=256 if mc.is_kv_split else 0,
     )
     mmproj = str(Path(mc.mmproj).expanduser()) if mc.mmproj else None
     return EngineConfig(runner=runner, scheduler=scheduler, mmproj=mmproj, max_image_tokens=max_image_tokens)

