@@ -106,7 +106,11 @@ class LlamaRunner:
         self.ctx = L.llama_init_from_model(self.model, ctx_params)
         if not self.ctx:
             L.llama_model_free(self.model)
-            raise RuntimeError("could not create the llama.cpp context (not enough memory for the KV cache?)")
+            raise RuntimeError(
+                f"could not create the llama.cpp context for {ctx_params.n_ctx} KV cells (not enough memory?): "
+                'lower context_length, parallel or cache_slots, use kv_cache_type = "q8_0", or bound the '
+                "cache with kv_cache_tokens"
+            )
         self.memory = L.llama_get_memory(self.ctx)
         self.kv_tokens = L.llama_n_ctx(self.ctx)
         self.pieces = [self._piece(t) for t in range(self.n_vocab)]
