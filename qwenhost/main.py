@@ -144,11 +144,12 @@ def serve(settings: Settings) -> None:
     for model in registry:
         aliases = ", ".join(model.config.aliases) or "none"
         log.info(
-            "model %s (family %s, context %d, parallel %d); aliases: %s",
+            "model %s (family %s, context %d, parallel %d, %s KV cache); aliases: %s",
             model.name,
             model.format.name,
             model.context_length,
             model.config.parallel,
+            "split" if model.config.is_kv_split else "unified",
             aliases,
         )
     log.info("qwenhost listening on http://%s:%d/compatible-mode/v1 (also /v1)", shown, port)
