@@ -22,6 +22,15 @@ class OutputParser(Protocol):
     def num_tool_calls(self) -> int: ...
 
 
+def partial_suffix(text: str, tag: str) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of ``tag``: what an incremental
+    parser must hold back because the next text may complete the tag."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:n]):
+            return n
+    return 0
+
+
 class PlainParser:
     """Every character is answer content."""
 

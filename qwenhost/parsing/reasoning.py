@@ -12,7 +12,7 @@ from __future__ import annotations
 from enum import Enum
 
 from qwenhost.core.events import ChatEvent, ReasoningDelta
-from qwenhost.parsing.base import OutputParser
+from qwenhost.parsing.base import OutputParser, partial_suffix
 
 
 class Phase(Enum):
@@ -20,14 +20,6 @@ class Phase(Enum):
     THOUGHT = "thought"
     AFTER_THOUGHT = "after_thought"  # the close tag was seen; newlines before the answer are dropped
     ANSWER = "answer"
-
-
-def _partial_tag_suffix(text: str, tag: str) -> int:
-    """Length of the longest suffix of ``text`` that is a proper prefix of ``tag``."""
-    for n in range(min(len(tag) - 1, len(text)), 0, -1):
-        if text.endswith(tag[:n]):
-            return n
-    return 0
 
 
 class ReasoningParser:
@@ -110,7 +102,7 @@ class ReasoningParser:
             self._held = held[cut + len(self._close) :]
             self._phase = Phase.AFTER_THOUGHT
             return self._reasoning(held[:cut].rstrip("\n"))
-        keep = _partial_tag_suffix(held, self._close)
+        keep = partial_suffix(held, self._close)
         body = held[: len(held) - keep]
         ready = body.rstrip("\n")  # trailing newlines may end the thought: hold them until more text comes
         self._held = held[len(ready) :]

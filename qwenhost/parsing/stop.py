@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from qwenhost.parsing.base import partial_suffix
+
 
 class StopMatcher:
     """``feed()`` returns (text safe to release, whether a stop string completed). The matched stop
@@ -29,7 +31,7 @@ class StopMatcher:
             self.is_stopped = True
             self._held = ""
             return buf[:cut], True
-        keep = self._partial_suffix(buf)
+        keep = max(partial_suffix(buf, stop) for stop in self._stops)  # a stop may be completing
         self._held = buf[len(buf) - keep :] if keep else ""
         return buf[: len(buf) - keep], False
 
@@ -37,13 +39,3 @@ class StopMatcher:
         """At the end of generation the held-back text was not a stop string after all."""
         held, self._held = self._held, ""
         return "" if self.is_stopped else held
-
-    def _partial_suffix(self, buf: str) -> int:
-        """Length of the longest suffix of ``buf`` that is a proper prefix of some stop string."""
-        best = 0
-        for stop in self._stops:
-            for n in range(min(len(stop) - 1, len(buf)), best, -1):
-                if buf.endswith(stop[:n]):
-                    best = n
-                    break
-        return best

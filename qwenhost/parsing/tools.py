@@ -16,16 +16,9 @@ from collections.abc import Callable
 
 from qwenhost.core import ids
 from qwenhost.core.events import ChatEvent, ContentDelta, ToolCallArgsDelta, ToolCallStart
+from qwenhost.parsing.base import partial_suffix
 
 IdFactory = Callable[[], str]
-
-
-def _partial_suffix(text: str, tag: str) -> int:
-    """Length of the longest suffix of ``text`` that is a proper prefix of ``tag``."""
-    for n in range(min(len(tag) - 1, len(text)), 0, -1):
-        if text.endswith(tag[:n]):
-            return n
-    return 0
 
 
 class CallBody:
@@ -121,7 +114,7 @@ class TaggedToolParser:
     def _outside(self, buf: str, events: list[ChatEvent]) -> str:
         at = buf.find(self.open_tag)
         if at < 0:
-            keep = _partial_suffix(buf, self.open_tag)
+            keep = partial_suffix(buf, self.open_tag)
             head, tail = buf[: len(buf) - keep], buf[len(buf) - keep :]
             text = head.rstrip()  # whitespace may only separate this text from a call: hold it
             self._held = head[len(text) :] + tail
@@ -137,7 +130,7 @@ class TaggedToolParser:
     def _inside(self, buf: str, events: list[ChatEvent]) -> str:
         at = buf.find(self.close_tag)
         if at < 0:
-            keep = _partial_suffix(buf, self.close_tag)
+            keep = partial_suffix(buf, self.close_tag)
             self._held = buf[len(buf) - keep :]
             if self._body is not None and len(buf) > keep:
                 events += self._body.feed(buf[: len(buf) - keep])
