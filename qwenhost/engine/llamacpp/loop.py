@@ -70,7 +70,6 @@ class EngineLoop:
         self.encoder = MediaEncoder(projector, self._media_done) if projector is not None else None
         self._embeddings = EmbeddingStore()
         self._runtime: dict[Sequence, SeqRuntime] = {}
-        self._rows: dict[int, int] = {}  # plan.tokens index -> logits row of the last decode
         self._kept_logits: dict[int, np.ndarray] = {}  # slot seq id -> logits of its prompt's last token
         self._commands: deque[tuple[str, Any]] = deque()
         self._wake = threading.Condition()
@@ -152,11 +151,12 @@ class EngineLoop:
             self._want_media(group, index)
         self._replay(plan, deliveries)
         if plan.tokens:
-            if not self._decode(plan):
+            rows = self._decode(plan)
+            if rows is None:
                 self.publish(deliveries)
                 return True
             self.scheduler.on_decoded(plan)
-            self._sample_all(plan, deliveries)
+            self._sample_all(plan, rows, deliveries)
             self.stats.steps += 1
             self.stats.decoded_tokens += len(plan.tokens)
         if plan.media:  # after sampling: another llama_decode overwrites the logits
@@ -207,25 +207,25 @@ class EngineLoop:
             if self.scheduler.on_media_decoded(piece):
                 self._embeddings.release(span.key, (piece.group.request_id, piece.index))
 
-    def _decode(self, plan: StepPlan) -> bool:
+    def _decode(self, plan: StepPlan) -> dict[int, int] | None:
+        """{plan.tokens index -> logits row}, or None when nothing of the plan was computed."""
         try:
-            self._rows = self.runner.decode(plan.tokens)
-            return True
+            return self.runner.decode(plan.tokens)
         except KvCacheFull:
-            # Nothing of the plan was computed; make room and let the next schedule() plan it again.
+            # Make room and let the next schedule() plan it again.
             if self.scheduler.evict_idle():
-                return False
+                return None
             victim = self.scheduler.preempt_one()
             if victim is not None:
                 self.stats.preemptions += 1
-                return False
+                return None
             # One sequence alone does not fit: fail the requests in this batch, not the queued ones.
             self._fail_groups(self._plan_groups(plan), CapacityExceeded())
-            return False
+            return None
         except DecodeError:
             log.exception("llama_decode failed")
             self._fail_groups(self._plan_groups(plan), InternalError())
-            return False
+            return None
 
     def _plan_groups(self, plan: StepPlan) -> list[Group]:
         groups: dict[str, Group] = {}
@@ -254,12 +254,12 @@ class EngineLoop:
                 thought=ThoughtTracker(budget) if budget is not None else None,
             )
 
-    def _sample_all(self, plan: StepPlan, deliveries: list[Delivery]) -> None:
+    def _sample_all(self, plan: StepPlan, rows: dict[int, int], deliveries: list[Delivery]) -> None:
         by_request: dict[str, list[TokenOut]] = {}
         for i, bt in enumerate(plan.tokens):
             if not bt.wants_logits or bt.owner is None:
                 continue
-            row = self._rows[i]
+            row = rows[i]
             lead = bt.owner
             if lead.state is SeqState.FINISHED:
                 continue

@@ -91,7 +91,10 @@ class LlamaRunner:
             ctx_params.n_ctx = self.context_length * config.num_seq_ids
         else:
             ctx_params.n_ctx = config.kv_tokens or self.context_length * config.parallel
-        ctx_params.n_batch = config.batch_tokens * (config.num_seq_ids if config.kv_split else 1)
+        # Split streams cannot share a token between sequences: such tokens are decoded once per
+        # sequence, so a batch may hold up to num_seq_ids copies of each.
+        width = config.batch_tokens * (config.num_seq_ids if config.kv_split else 1)
+        ctx_params.n_batch = width
         ctx_params.n_ubatch = min(config.batch_tokens, 512)
         ctx_params.n_seq_max = config.num_seq_ids
         ctx_params.n_threads = config.n_threads
@@ -115,9 +118,6 @@ class LlamaRunner:
         self.kv_tokens = L.llama_n_ctx(self.ctx)
         self.pieces = [self._piece(t) for t in range(self.n_vocab)]
         self.eog = frozenset(t for t in range(self.n_vocab) if L.llama_vocab_is_eog(self.vocab, t))
-        # Split streams cannot share a token between sequences: such tokens are decoded once per
-        # sequence, so the batch may hold up to num_seq_ids copies of each.
-        width = config.batch_tokens * (config.num_seq_ids if config.kv_split else 1)
         self._alloc_batch(width, config.num_seq_ids)
         self.info = self._model_info()
 
