@@ -112,6 +112,13 @@ class ModelUnavailable(ServeError):
         super().__init__("Model is unavailable, please try again later.")
 
 
+class ServiceUnavailable(ServeError):
+    """503 with a reason: the server is shutting down, or its engine stopped making progress."""
+
+    status = 503
+    code = "ServiceUnavailable"
+
+
 class NotSupported(InvalidParameter):
     """A documented DashScope parameter that this server cannot honour (never silently ignored)."""
 

@@ -6,15 +6,18 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from qwenhost.core.errors import Throttled
+from qwenhost.core.errors import ServeError, Throttled
 from qwenhost.core.types import CacheReport
+from qwenhost.engine.admission import Admission
 from qwenhost.engine.protocol import (
     EngineOutput,
     EnginePrompt,
     GenerationRequest,
+    GrammarVocabulary,
     ModelInfo,
     PromptDone,
     PromptPiece,
+    Reservation,
     StepOut,
     TokenOut,
 )
@@ -44,6 +47,8 @@ class FakeBackend:
     requests: list[GenerationRequest] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
     in_flight: int = 0
+    admission: Admission = field(default_factory=lambda: Admission(num_slots=4, max_waiting=1 << 30))
+    _cancel: ServeError | None = None
 
     @property
     def info(self) -> ModelInfo:
@@ -59,11 +64,16 @@ class FakeBackend:
             end_tokens=frozenset({END_TOKEN}),
         )
 
-    def check_capacity(self) -> None:
-        if self.in_flight >= self.capacity:
-            raise Throttled()
+    @property
+    def tokenizer(self) -> FakeBackend:
+        return self
 
-    async def generate(self, request: GenerationRequest, salt: str = "") -> AsyncIterator[EngineOutput]:
+    def reserve(self, num_seqs: int) -> Reservation:
+        if self.admission.in_flight_requests >= self.capacity:  # one event loop: no race to guard
+            raise Throttled()
+        return self.admission.reserve(num_seqs)
+
+    async def generate(self, request: GenerationRequest, reservation: Reservation) -> AsyncIterator[EngineOutput]:
         self.requests.append(request)
         self.in_flight += 1
         finished = False
@@ -78,10 +88,13 @@ class FakeBackend:
                         step.append(stream.pop(0))
                 if self.step_delay_s:
                     await asyncio.sleep(self.step_delay_s)
+                if self._cancel is not None:
+                    raise self._cancel
                 yield StepOut(tuple(step))
                 streams = [s for s in streams if s]
             finished = True
         finally:
+            reservation.release()
             self.in_flight -= 1
             if not finished:
                 self.aborted.append(request.request_id)
@@ -116,14 +129,20 @@ class FakeBackend:
     def build_prompt(self, pieces: Sequence[PromptPiece]) -> EnginePrompt:
         raise NotImplementedError("the fake model is text-only (info.media is None)")
 
-    def token_piece(self, token_id: int) -> bytes:
-        return chr(token_id).encode("utf-8") if token_id > 0 else b""
-
-    def grammar_tokenizer(self) -> None:
+    def grammar_vocabulary(self) -> GrammarVocabulary | None:
         return None  # scripted output: there are no logits to constrain
 
     def stats(self) -> Mapping[str, float]:
         return {"in_flight_requests": self.in_flight}
+
+    def health(self) -> str | None:
+        return None
+
+    def cancel_all(self, error: ServeError) -> None:
+        self._cancel = error
+
+    def stop_admitting(self, error: ServeError) -> None:
+        self.admission.refuse(error)
 
     def start(self) -> None:
         return None

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from qwenhost.core.errors import ServeError
 from qwenhost.core.types import CacheReport, SamplingParams
 
 EngineFinish = Literal["stop", "length"]
@@ -128,11 +129,13 @@ class GenerationRequest:
     stop_strings: tuple[bytes, ...] = ()  # UTF-8 stop strings: the engine stops the choice when one completes
     top_logprobs: int | None = None  # None: no logprobs; 0..5: the chosen token plus that many alternatives
     cache_pins: tuple[int, ...] = ()  # prompt prefix lengths to pin for 5 minutes (explicit cache, spec §4.2)
-    cache_salt: str = ""
+    cache_salt: str = ""  # cached prefixes are shared only between requests with the same salt
     constraint: ConstraintFactory | None = None
     reasoning_budget: ReasoningBudget | None = None
     media: tuple[MediaSpan, ...] = ()  # spans of media cells in ``prompt`` (built by Backend.build_prompt)
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    # Test seam ([server] test_faults): the engine raises inside this request's sampling of its first
+    # token, so the chaos tests can prove that a fault fails only the request it concerns.
+    inject_fault: bool = False
 
     @property
     def n(self) -> int:
@@ -190,31 +193,57 @@ class ModelInfo:
     media: MediaCapabilities | None = None  # None: a text-only model
 
 
-class Backend(Protocol):
-    info: ModelInfo
-
-    def generate(self, request: GenerationRequest, salt: str = "") -> AsyncIterator[EngineOutput]:
-        """Run one request; closing the iterator aborts it and frees its sequences."""
+class Tokenizer(Protocol):
+    """Text <-> token ids of one model. Thread-safe: the service tokenizes on worker threads."""
 
     def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]: ...
 
     def detokenize(self, tokens: list[int]) -> bytes: ...
 
+
+class Reservation(Protocol):
+    """Room an engine holds for one request (engine/admission.py); released once, idempotently."""
+
+    num_seqs: int
+
+    def release(self) -> None: ...
+
+
+class GrammarVocabulary(Protocol):
+    """An opaque handle on the model's vocabulary that constrain/ compiles grammars against."""
+
+
+class Backend(Protocol):
+    info: ModelInfo
+    tokenizer: Tokenizer
+
+    def reserve(self, num_seqs: int) -> Reservation:
+        """Hold room for a request of ``num_seqs`` sequences or raise at once: Throttled (429) when full,
+        ServiceUnavailable (503) while draining or stalled. Atomic and thread-safe."""
+
+    def generate(self, request: GenerationRequest, reservation: Reservation) -> AsyncIterator[EngineOutput]:
+        """Run one request inside its reservation, released when the iterator ends; closing the iterator
+        early aborts the request and frees its sequences at any stage (queued, prefilling, decoding)."""
+
     def build_prompt(self, pieces: Sequence[PromptPiece]) -> EnginePrompt:
         """Lay text tokens and media out in KV cells and positions (only when ``info.media`` is set;
         blocking, thread-safe: the service calls it from a worker thread)."""
 
-    def token_piece(self, token_id: int) -> bytes: ...
-
-    def grammar_tokenizer(self) -> Any:
-        """The llguidance LLTokenizer for this model's vocabulary (built once, cached), or None when the
-        backend cannot apply grammars. constrain/ compiles response_format and tool grammars with it."""
+    def grammar_vocabulary(self) -> GrammarVocabulary | None:
+        """The vocabulary constrain/ compiles response_format and tool grammars against, or None when the
+        backend cannot apply grammars. Blocking (built once beside start-up); call it off the event loop."""
 
     def stats(self) -> Mapping[str, float]:
         """Gauges for /metrics (running sequences, queue depth, KV usage …)."""
 
-    def check_capacity(self) -> None:
-        """Raise Throttled at once when the backend cannot queue another request."""
+    def health(self) -> str | None:
+        """None while the engine is serving; else why not (stalled, stopped), for /health's 503."""
+
+    def cancel_all(self, error: ServeError) -> None:
+        """End every request in flight with ``error`` (a final event for each stream): graceful shutdown."""
+
+    def stop_admitting(self, error: ServeError) -> None:
+        """Every reserve() from now on raises ``error`` (the server is shutting down)."""
 
     def start(self) -> None: ...
 

@@ -12,7 +12,7 @@ from qwenhost.core import ids
 from qwenhost.core.errors import InvalidParameter, NotSupported
 from qwenhost.core.events import ChatEvent, RoleStart, UsageReport
 from qwenhost.core.types import CacheReport, ChatRequest, SamplingParams, Usage
-from qwenhost.engine.protocol import GenerationRequest, MediaSpan, PromptDone, StepOut
+from qwenhost.engine.protocol import GenerationRequest, MediaSpan, PromptDone, Reservation, StepOut
 from qwenhost.media.policy import MediaPolicy
 from qwenhost.parsing.base import OutputParser
 from qwenhost.service import structured
@@ -39,9 +39,14 @@ class Job:
     is_thinking: bool = False
     thought: ThoughtState = "closed"  # where the prompt leaves the thought (service/turn.py)
     deadline_s: float | None = None
-    salt: str = ""
+    reservation: Reservation | None = None  # released when run() ends, or by close() if it never runs
     usage: Usage | None = field(default=None)
     modal_tokens: dict[str, int] = field(default_factory=dict)  # image/video/audio prompt tokens
+
+    def close(self) -> None:
+        """Give the engine's room back (idempotent): for a job that is dropped before or after run()."""
+        if self.reservation is not None:
+            self.reservation.release()
 
     @property
     def completion_id(self) -> str:
@@ -67,14 +72,18 @@ class ChatService:
         self.media = media or MediaPipeline(MediaPolicy())
 
     # -- prepare ----------------------------------------------------------------------------------
-    async def aprepare(self, request: ChatRequest, *, request_id: str, key_id: str | None = None) -> Job:
+    async def aprepare(
+        self, request: ChatRequest, *, request_id: str, key_id: str | None = None, inject_fault: bool = False
+    ) -> Job:
         """prepare(), after fetching and decoding the request's media (if any) off the event loop."""
         if not any(m.media for m in request.messages):
-            return self.prepare(request, request_id=request_id, key_id=key_id)
+            return self.prepare(request, request_id=request_id, key_id=key_id, inject_fault=inject_fault)
         model = self.registry.resolve(request.model)
         self._refuse_unsupported(request, model)
         decoded = await self.media.decode(request, model)
-        return await asyncio.to_thread(self.prepare, request, request_id=request_id, key_id=key_id, media=decoded)
+        return await asyncio.to_thread(
+            self.prepare, request, request_id=request_id, key_id=key_id, media=decoded, inject_fault=inject_fault
+        )
 
     def prepare(
         self,
@@ -83,6 +92,7 @@ class ChatService:
         request_id: str,
         key_id: str | None = None,
         media: list[DecodedPart] | None = None,
+        inject_fault: bool = False,
     ) -> Job:
         model = self.registry.resolve(request.model)
         thinking = plan_thinking(request, model)  # thinking errors first: they name the fix (enable_thinking)
@@ -115,13 +125,15 @@ class ChatService:
             stop_strings=tuple(s.encode("utf-8") for s in stop_strings),
             top_logprobs=request.top_logprobs if request.logprobs else None,
             cache_pins=prompt.cache_pins,
+            cache_salt=(key_id or "") if self.cache_isolation else "",
+            inject_fault=inject_fault,
             media=spans,
             reasoning_budget=budget,
             constraint=structured.constraint_for(
                 request, model, request.messages[-1].text() if request.is_partial else None
             ),
         )
-        model.backend.check_capacity()
+        reservation = model.backend.reserve(request.n)
         return Job(
             request=request,
             model=model,
@@ -133,7 +145,7 @@ class ChatService:
             is_thinking=is_thinking,
             thought=thought,
             deadline_s=None if request.stream else time.monotonic() + self.request_timeout_s,
-            salt=(key_id or "") if self.cache_isolation else "",
+            reservation=reservation,
             modal_tokens=modal,
         )
 
@@ -181,7 +193,7 @@ class ChatService:
         strings = list(request.stop.strings) + list(model.format.stop_strings)
         for seq in request.stop.token_sequences:
             if len(seq) > 1:  # single ids stop in the engine; longer id sequences are matched as their text
-                text = model.backend.detokenize(list(seq)).decode("utf-8", errors="replace")
+                text = model.backend.tokenizer.detokenize(list(seq)).decode("utf-8", errors="replace")
                 if text:
                     strings.append(text)
         return tuple(dict.fromkeys(strings))
@@ -226,7 +238,8 @@ class ChatService:
             for i in range(job.request.n)
         ]
         cache = CacheReport()
-        stream = job.model.backend.generate(job.generation, job.salt)
+        assert job.reservation is not None, "a job is run once"
+        stream = job.model.backend.generate(job.generation, job.reservation)
         try:
             while not all(p.is_done for p in pipelines):
                 try:

@@ -62,7 +62,7 @@ class MediaPromptBuilder:
         self.audio = [self._tokens(t) for t in PLACEHOLDERS.pick(PLACEHOLDERS.audio, vocabulary)]
 
     def _tokens(self, text: str) -> tuple[int, ...]:
-        return tuple(self.model.backend.tokenize(text, add_special=False, parse_special=True))
+        return tuple(self.model.backend.tokenizer.tokenize(text, add_special=False, parse_special=True))
 
     def build(self, text: str, decoded: Sequence[DecodedPart]) -> MediaPrompt:
         pieces: list[PromptPiece] = []

@@ -98,7 +98,7 @@ class PromptBuilder:
         assistant_prefix: str | None = None,
     ) -> RenderedPrompt:
         text = self.render(messages, tools=tools, template_kwargs=template_kwargs, assistant_prefix=assistant_prefix)
-        tokens = tuple(self.model.backend.tokenize(text, add_special=False, parse_special=True))
+        tokens = tuple(self.model.backend.tokenizer.tokenize(text, add_special=False, parse_special=True))
         pins = self._cache_pins(messages, tools, template_kwargs, assistant_prefix, tokens)
         return RenderedPrompt(text=text, tokens=tokens, cache_pins=pins)
 
@@ -134,7 +134,7 @@ class PromptBuilder:
             cut = text.find(_MARK)
             if cut < 0:
                 continue
-            prefix = self.model.backend.tokenize(text[:cut], add_special=False, parse_special=True)
+            prefix = self.model.backend.tokenizer.tokenize(text[:cut], add_special=False, parse_special=True)
             n = 0
             for a, b in zip(prefix, tokens, strict=False):
                 if a != b:

@@ -51,7 +51,7 @@ def constraint_for(request: ChatRequest, model: ServedModel, prefix: str | None 
     tools = has_tools(request)
     if schema is None and not tools:
         return None
-    tokenizer = model.backend.grammar_tokenizer()
+    tokenizer = model.backend.grammar_vocabulary()
     if tokenizer is None:
         if tools and schema is None and request.tool_choice == "auto":
             return None  # the parser still reads calls; nothing to enforce

@@ -136,7 +136,7 @@ def engine_budget(
     """What the engine needs to follow the thought: its tags as token ids, the budget, the answer bound."""
 
     def ids(text: str) -> tuple[int, ...]:
-        return tuple(model.backend.tokenize(text, add_special=False, parse_special=True))
+        return tuple(model.backend.tokenizer.tokenize(text, add_special=False, parse_special=True))
 
     return ReasoningBudget(
         budget=plan.budget,

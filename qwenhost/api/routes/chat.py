@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
+from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
 from qwenhost.api.convert import parse_chat_request
@@ -62,13 +63,14 @@ class ChatRoute:
         try:
             first = await anext(events)  # queueing errors still get their HTTP status
         except ServeError as exc:
-            await events.aclose()  # type: ignore[attr-defined]
+            await _close(job, events)
             observer.close(exc.status, None, exc.message)
             return error_response(exc, job.request_id, is_sse=True)
         return StreamingResponse(
             self._sse(job, first, events, observer),
             media_type="text/event-stream",
             headers={"x-request-id": job.request_id, "cache-control": "no-cache"},
+            background=BackgroundTask(_close, job, events),  # also when the body never started
         )
 
     async def _sse(
@@ -115,12 +117,22 @@ class ChatRoute:
         except ServeError as exc:
             observer.close(exc.status, None, exc.message)
             return error_response(exc, job.request_id)
+        finally:
+            await _close(job, events)
         if answer is None:  # the client left; run() was cancelled and its sequences freed
             observer.close(499, job.usage, "client disconnected")
             return Response(status_code=499)
         observer.close(200, job.usage)
         payload = completion_json(answer, job.completion_id, job.model_name, job.created)
         return Response(dumps(payload), media_type="application/json", headers={"x-request-id": job.request_id})
+
+
+async def _close(job: Job, events: AsyncIterator[ChatEvent]) -> None:
+    """Abort the engine's work if it is still running and give its reservation back (idempotent)."""
+    try:
+        await events.aclose()  # type: ignore[attr-defined]
+    finally:
+        job.close()
 
 
 async def _unless_disconnected(work: Any, request: Request) -> Any:

@@ -10,12 +10,23 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from qwenhost.core.errors import ServeError, Throttled
+from qwenhost.core.errors import ServeError
+from qwenhost.engine.admission import Admission
 from qwenhost.engine.llamacpp.loop import Delivery, EngineLoop
 from qwenhost.engine.llamacpp.projector import Projector
 from qwenhost.engine.llamacpp.runner import LlamaRunner, RunnerConfig
 from qwenhost.engine.llamacpp.scheduler import Scheduler, SchedulerConfig
-from qwenhost.engine.protocol import EngineOutput, EnginePrompt, GenerationRequest, ModelInfo, PromptPiece, StepOut
+from qwenhost.engine.protocol import (
+    EngineOutput,
+    EnginePrompt,
+    GenerationRequest,
+    GrammarVocabulary,
+    ModelInfo,
+    PromptPiece,
+    Reservation,
+    StepOut,
+    Tokenizer,
+)
 
 log = logging.getLogger("qwenhost.engine")
 
@@ -37,7 +48,7 @@ class LlamaCppBackend:
         self._loop: EngineLoop | None = None
         self._queues: dict[str, asyncio.Queue[object]] = {}
         self._aio: asyncio.AbstractEventLoop | None = None
-        self._in_flight = 0
+        self.admission = Admission(config.scheduler.num_slots, config.scheduler.max_waiting)
         self._projector: Projector | None = None
         self._info: ModelInfo | None = None
         self._grammar_tokenizer: Any = None
@@ -78,9 +89,13 @@ class LlamaCppBackend:
         finally:
             self._grammar_ready.set()
 
-    def grammar_tokenizer(self) -> Any:
+    def grammar_vocabulary(self) -> GrammarVocabulary | None:
         self._grammar_ready.wait()
-        return self._grammar_tokenizer
+        return self._grammar_tokenizer  # type: ignore[no-any-return]
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self
 
     def build_prompt(self, pieces: Sequence[PromptPiece]) -> EnginePrompt:
         if self._projector is None:
@@ -101,21 +116,27 @@ class LlamaCppBackend:
             self._runner = None
 
     # -- admission --------------------------------------------------------------------------------
-    def check_capacity(self) -> None:
-        """Refuse at once when every slot is busy and the waiting queue is full (never wait unboundedly)."""
-        cfg = self.config.scheduler
-        if self._in_flight >= cfg.num_slots + cfg.max_waiting:
-            raise Throttled()
+    def reserve(self, num_seqs: int) -> Reservation:
+        return self.admission.reserve(num_seqs)
+
+    def stop_admitting(self, error: ServeError) -> None:
+        self.admission.refuse(error)
+
+    def cancel_all(self, error: ServeError) -> None:
+        if self._loop is not None:
+            self._loop.cancel_all(error)
+
+    def health(self) -> str | None:
+        return None if self._loop is not None else "the engine is not running"
 
     # -- generation -------------------------------------------------------------------------------
-    async def generate(self, request: GenerationRequest, salt: str = "") -> AsyncIterator[EngineOutput]:
+    async def generate(self, request: GenerationRequest, reservation: Reservation) -> AsyncIterator[EngineOutput]:
         assert self._loop is not None, "backend not started"
         if self._aio is None:
             self._aio = asyncio.get_running_loop()  # the server's loop: engine results are delivered there
         queue: asyncio.Queue[object] = asyncio.Queue()
         self._queues[request.request_id] = queue
-        self._in_flight += 1
-        self._loop.submit(request, salt)
+        self._loop.submit(request, request.cache_salt)
         remaining = request.n
         try:
             while remaining > 0:
@@ -127,7 +148,7 @@ class LlamaCppBackend:
                 yield item  # type: ignore[misc]
         finally:
             self._queues.pop(request.request_id, None)
-            self._in_flight -= 1
+            reservation.release()
             if remaining > 0:
                 self._loop.abort(request.request_id)
 
@@ -152,10 +173,6 @@ class LlamaCppBackend:
         pieces = self._runner.pieces
         return b"".join(pieces[t] for t in tokens if 0 <= t < len(pieces))
 
-    def token_piece(self, token_id: int) -> bytes:
-        assert self._runner is not None
-        return self._runner.pieces[token_id]
-
     def stats(self) -> Mapping[str, float]:
         if self._loop is None:
             return {}
@@ -164,7 +181,8 @@ class LlamaCppBackend:
         return {
             "running_sequences": sched.num_running,
             "waiting_requests": sched.num_waiting,
-            "in_flight_requests": self._in_flight,
+            "in_flight_requests": self.admission.in_flight_requests,
+            "in_flight_sequences": self.admission.in_flight_sequences,
             "engine_steps": s.steps,
             "decoded_tokens": s.decoded_tokens,
             "prompt_tokens": s.prompt_tokens,

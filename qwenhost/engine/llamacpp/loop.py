@@ -88,6 +88,9 @@ class EngineLoop:
     def abort(self, request_id: str) -> None:
         self._command("abort", request_id)
 
+    def cancel_all(self, error: ServeError) -> None:
+        self._command("cancel_all", error)
+
     def stop(self) -> None:
         self._command("stop", None)
         self._thread.join(timeout=10)
@@ -134,6 +137,8 @@ class EngineLoop:
                     self._free_group(group)
             elif kind == "media":
                 self._on_media(*payload)
+            elif kind == "cancel_all":
+                self._fail_all(payload)
             elif kind == "stop":
                 self._stopped = True
 

@@ -182,10 +182,6 @@ def common_prefix_len(a: list[int], b: list[int]) -> int:
     return lo
 
 
-class QueueFull(Exception):
-    pass
-
-
 class Scheduler:
     def __init__(self, config: SchedulerConfig, clock: Callable[[], float]) -> None:
         self.config = config
@@ -203,8 +199,7 @@ class Scheduler:
 
     # -- requests ---------------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, salt: str = "") -> Group:
-        if len(self.waiting) >= self.config.max_waiting:
-            raise QueueFull()
+        """Queue a request; never refuses (engine/admission.py bounds what reaches the engine)."""
         group = Group(request=request, arrived_s=self.clock(), salt=salt)
         if request.media:
             group.layout = PromptLayout(request.media)
