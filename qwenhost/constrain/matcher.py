@@ -54,7 +54,11 @@ class GrammarConstraint:
 class CompiledGrammar:
     """A grammar compiled and checked once, in prepare(); each sequence gets its own copy of the state."""
 
-    def __init__(self, tokenizer: llguidance.LLTokenizer, grammar: str) -> None:
+    def __init__(self, vocabulary: object, grammar: str) -> None:
+        # The engine hands the vocabulary over as an opaque handle (engine/protocol.py GrammarVocabulary).
+        if not isinstance(vocabulary, llguidance.LLTokenizer):
+            raise TypeError(f"expected an llguidance vocabulary, got {type(vocabulary).__name__}")
+        tokenizer = vocabulary
         self._template = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
         if self._template.is_error():
             detail = self._template.get_error().strip().splitlines()

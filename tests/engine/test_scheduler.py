@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from qwenhost.core.types import SamplingParams
 from qwenhost.engine.llamacpp.scheduler import (
     MemOp,
