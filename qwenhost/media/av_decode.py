@@ -13,7 +13,7 @@ import numpy as np
 from qwenhost.media import errors, image
 from qwenhost.media.decoded import Clip, Frames, Picture
 from qwenhost.media.policy import MediaPolicy
-from qwenhost.media.resize import ImageRule, sample_count, sample_indices
+from qwenhost.media.resize import FRAME_FACTOR, ImageRule, sample_count, sample_indices
 
 AUDIO_TOO_LONG = "The audio modality input does not meet the requirements because: The audio file is too long."
 
@@ -44,12 +44,14 @@ def decode_video(
     fps: float,
     rule_for: Callable[[int], ImageRule],
     stop: threading.Event | None = None,
+    admit: Callable[[int], None] | None = None,
 ) -> Frames:
     """Frames sampled at ``fps`` (qwen-vl-utils), resized to one size chosen by ``rule_for(frame count)``.
 
     Each frame is resized as soon as it is decoded, so memory holds the sampled frames at their final
     size plus one decoded frame, never a full-resolution clip (docs/multimodal.md). ``stop`` abandons
-    the work between two frames.
+    the work between two frames; ``admit(tokens)`` hears the video's token count as soon as the first
+    frame gives the size, and may refuse it before the other frames are decoded.
     """
     container = _open(data, policy.video_containers, "video")
     try:
@@ -63,7 +65,13 @@ def decode_video(
         total = stream.frames or max(1, round(duration * video_fps))
         count = sample_count(total, video_fps, fps, policy.max_video_frames)
         wanted = sample_indices(total, count)
-        picked = _pick_frames(container.decode(stream), wanted, rule_for(count), policy.max_image_pixels, stop)
+        rule = rule_for(count)
+
+        def sized(height: int, width: int) -> None:
+            if admit is not None:  # frames merge in pairs: one pair costs one frame's tokens
+                admit(count // FRAME_FACTOR * rule.tokens(height, width))
+
+        picked = _pick_frames(container.decode(stream), wanted, rule, policy.max_image_pixels, stop, sized)
     except av.error.FFmpegError:
         raise errors.undecodable("video") from None
     finally:
@@ -77,7 +85,12 @@ def decode_video(
 
 
 def _pick_frames(
-    frames: Iterator[Any], wanted: list[int], rule: ImageRule, max_pixels: int, stop: threading.Event | None
+    frames: Iterator[Any],
+    wanted: list[int],
+    rule: ImageRule,
+    max_pixels: int,
+    stop: threading.Event | None,
+    sized: Callable[[int, int], None],
 ) -> list[Picture]:
     """The wanted frames (an index may repeat), each resized as it is decoded to the first one's final size."""
     targets = set(wanted)
@@ -96,6 +109,7 @@ def _pick_frames(
         rgb = frame.to_image().convert("RGB")
         if size is None:  # every frame gets the first sampled frame's size (qwen-vl-utils)
             size = rule.size(rgb.height, rgb.width)
+            sized(rgb.height, rgb.width)
         out[index] = image.resized(rgb, *size)
     last = None
     picked = []

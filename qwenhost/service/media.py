@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -85,50 +85,44 @@ class MediaPipeline:
         self.check_supported(request, model)
         caps = model.backend.info.media
         assert caps is not None  # check_supported refused media on a text-only model
-        budget = ByteBudget(self.policy.max_media_bytes)
-        siblings = _Siblings()
+        job = _Job(request, caps, ByteBudget(self.policy.max_media_bytes), _Cells(_input_limit(request, model)))
         parts = [p for m in request.messages for p in m.media]
         try:
-            return await siblings.run([self._part(request, caps, part, budget, siblings) for part in parts])
+            return await job.siblings.run([self._part(job, part) for part in parts])
         finally:
-            siblings.stop.set()  # decoder threads still at work (a part failed, the client left) give up
+            job.siblings.stop.set()  # decoder threads still at work (a part failed, the client left) give up
 
-    async def _part(
-        self, request: ChatRequest, caps: MediaCapabilities, part: MediaPart, budget: ByteBudget, siblings: _Siblings
-    ) -> DecodedPart:
+    async def _part(self, job: _Job, part: MediaPart) -> DecodedPart:
         kind = "image" if part.kind == "video_frames" else part.kind
-        blobs = await siblings.run([self.fetcher.fetch(src, kind, budget) for src in part.sources])
+        blobs = await job.siblings.run([self.fetcher.fetch(src, kind, job.bytes) for src in part.sources])
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._decoders, self._decode_part, request, caps, part, blobs, siblings.stop)
+        return await loop.run_in_executor(self._decoders, self._decode_part, job, part, blobs)
 
-    def _decode_part(
-        self, request: ChatRequest, caps: MediaCapabilities, part: MediaPart, data: list[bytes], stop: threading.Event
-    ) -> DecodedPart:
+    def _decode_part(self, job: _Job, part: MediaPart, data: list[bytes]) -> DecodedPart:
         """One part's pixels or samples at their final size (a decoder thread: Pillow and PyAV run here)."""
+        stop = job.siblings.stop
         if stop.is_set():
             raise errors.Stopped()
         if part.kind == "audio":
-            return DecodedPart(
-                "audio", clip=av_decode.decode_audio(data[0], self.policy, caps.audio_sample_rate, stop=stop)
-            )
-        family = vision_family(caps.vision_projector or "")
-        factor = caps.pixels_per_token_side
+            clip = av_decode.decode_audio(data[0], self.policy, job.caps.audio_sample_rate, stop=stop)
+            return DecodedPart("audio", clip=clip)
+        family = vision_family(job.caps.vision_projector or "")
+        factor = job.caps.pixels_per_token_side
         if part.kind != "image":
-            return self._video(part, data, family, factor, stop)
+            return self._video(job, part, data, family, factor)
         rule = image_rule(
             family.pixels,
             factor,
             min_pixels=part.min_pixels,
             max_pixels=part.max_pixels,
-            high_resolution=request.vl_high_resolution_images,
+            high_resolution=job.request.vl_high_resolution_images,
             max_tokens=self.policy.max_image_tokens,
         )
-        return DecodedPart("image", (load_picture(data[0], rule, self.policy.max_image_pixels),))
+        return DecodedPart("image", (load_picture(data[0], rule, self.policy.max_image_pixels, job.cells.charge),))
 
-    def _video(
-        self, part: MediaPart, data: list[bytes], family: VisionFamily, factor: int, stop: threading.Event
-    ) -> DecodedPart:
+    def _video(self, job: _Job, part: MediaPart, data: list[bytes], family: VisionFamily, factor: int) -> DecodedPart:
         fps = clamp_fps(part.fps)
+        stop = job.siblings.stop
 
         def rule_for(num_frames: int) -> ImageRule:
             return video_rule(
@@ -142,10 +136,15 @@ class MediaPipeline:
             )
 
         if part.kind == "video":
-            frames = av_decode.decode_video(data[0], self.policy, fps, rule_for, stop)
+            frames = av_decode.decode_video(data[0], self.policy, fps, rule_for, stop, job.cells.charge)
             return DecodedPart("video", frames.pictures, frames.timestamps, fps)
         count = math.ceil(len(data) / FRAME_FACTOR) * FRAME_FACTOR
-        pictures = _frame_list(data, rule_for(count), self.policy.max_image_pixels, stop)
+        rule = rule_for(count)
+
+        def admit(height: int, width: int) -> None:  # frames merge in pairs: one pair costs one frame's tokens
+            job.cells.charge(count // FRAME_FACTOR * rule.tokens(height, width))
+
+        pictures = _frame_list(data, rule, self.policy.max_image_pixels, stop, admit)
         pictures += [pictures[-1]] * (count - len(pictures))  # pairs: the last frame repeats (qwen-vl-utils)
         return DecodedPart("video_frames", tuple(pictures), tuple(i / fps for i in range(count)), fps)
 
@@ -154,9 +153,11 @@ class MediaPipeline:
         self._decoders.shutdown(wait=False, cancel_futures=True)
 
 
-def _frame_list(data: list[bytes], rule: ImageRule, max_pixels: int, stop: threading.Event) -> list[Picture]:
+def _frame_list(
+    data: list[bytes], rule: ImageRule, max_pixels: int, stop: threading.Event, admit: Callable[[int, int], None]
+) -> list[Picture]:
     """A frame list's images, each resized as it is decoded to the first one's final size."""
-    first = open_image(data[0], max_pixels)
+    first = open_image(data[0], max_pixels, admit)
     height, width = rule.size(first.height, first.width)
     pictures = [resized(first, height, width)]
     del first  # only final-size pictures stay in memory
@@ -165,6 +166,30 @@ def _frame_list(data: list[bytes], rule: ImageRule, max_pixels: int, stop: threa
             raise errors.Stopped()
         pictures.append(resized(open_image(blob, max_pixels), height, width))
     return pictures
+
+
+def _input_limit(request: ChatRequest, model: ServedModel) -> int:
+    """The prompt's token limit, as the service's input-length check computes it (service/chat.py)."""
+    limit = model.max_input_tokens
+    if request.max_input_tokens is not None:
+        limit = max(1, min(limit, request.max_input_tokens))
+    return limit
+
+
+class _Cells:
+    """The prompt tokens a request's media may fill: past the input limit the prompt is refused anyway, so
+    the media is refused from its headers, before the pixels are decoded (this bounds decoded memory)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()  # a request's parts decode on several threads at once
+
+    def charge(self, tokens: int) -> None:
+        with self._lock:
+            self.used += tokens
+            if self.used > self.limit:
+                raise errors.input_too_long(self.limit)
 
 
 class _Siblings:
@@ -196,3 +221,14 @@ class _Siblings:
                 self.first = exc
                 self.stop.set()
             raise
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """What one request's parts share while they are fetched and decoded."""
+
+    request: ChatRequest
+    caps: MediaCapabilities
+    bytes: ByteBudget
+    cells: _Cells
+    siblings: _Siblings = field(default_factory=_Siblings)

@@ -85,7 +85,8 @@ def origin() -> Iterator[str]:
 
 CAPS = MediaCapabilities("qwen2.5vl_merger", None, patch_size=14, merge_size=2)
 INFO = ModelInfo(0, 0, 0, None, "", "", {}, {}, media=CAPS)
-MODEL = cast(ServedModel, SimpleNamespace(backend=SimpleNamespace(info=INFO)))  # only .backend.info is read
+# Only .backend.info and .max_input_tokens are read.
+MODEL = cast(ServedModel, SimpleNamespace(backend=SimpleNamespace(info=INFO), max_input_tokens=8191))
 
 
 def image(url: str) -> MediaPart:
@@ -100,13 +101,15 @@ def request(*parts: MediaPart) -> ChatRequest:
     return ChatRequest("qwen-vl-plus", (Message("user", (*parts, TextPart("?"))),))
 
 
-def decode(req: ChatRequest, then: Callable[[], Any] | None = None, **policy: Any) -> list[DecodedPart]:
+def decode(
+    req: ChatRequest, then: Callable[[], Any] | None = None, model: ServedModel = MODEL, **policy: Any
+) -> list[DecodedPart]:
     """Decode ``req``; ``then`` runs on the same, still running, loop once decode() has returned or raised."""
 
     async def go() -> list[DecodedPart]:
         pipeline = MediaPipeline(MediaPolicy(allow_private_urls=True, **policy))
         try:
-            return await pipeline.decode(req, MODEL)
+            return await pipeline.decode(req, model)
         finally:
             if then is not None:
                 await then()
@@ -154,6 +157,25 @@ def test_total_bytes_are_bounded(origin: str) -> None:
     with pytest.raises(MediaError, match=re.escape(f"exceed {3 * len(PNG) - 1} bytes in all (max_media_bytes).")):
         decode(req, max_media_bytes=3 * len(PNG) - 1)
     assert len(decode(req, max_media_bytes=3 * len(PNG))) == 3
+
+
+def test_media_past_the_input_limit_is_refused_from_the_headers() -> None:
+    small = cast(ServedModel, SimpleNamespace(backend=SimpleNamespace(info=INFO), max_input_tokens=393))
+    header_only = png_bytes(640, 480)[:200]  # 17 x 23 = 391 tokens announced; the pixels are cut off
+    with pytest.raises(MediaError, match="could not be decoded"):  # within the limit: its pixels are decoded
+        decode(request(image(data_url(header_only))), model=small)
+    with pytest.raises(MediaError, match=re.escape("Range of input length should be [1, 393]")):
+        # 4 + 391 tokens; one decoder thread, so the parts are admitted in order and the second is refused
+        decode(request(image(data_url(PNG)), image(data_url(header_only))), model=small, max_concurrent_decodes=1)
+    frames = MediaPart("video_frames", (data_url(PNG),) * 4)  # 2 pairs of 7 x 10 tokens
+    assert len(decode(request(frames), model=small)) == 1
+    limited = ChatRequest("qwen-vl-plus", request(frames).messages, max_input_tokens=139)
+    with pytest.raises(MediaError, match=re.escape("Range of input length should be [1, 139]")):
+        decode(limited, model=small)
+    video = data_url(_video())  # 2 s at 4 fps: 4 frames sampled, 2 pairs of 7 x 10 tokens
+    assert len(decode(request(MediaPart("video", (video,))), model=small)) == 1
+    with pytest.raises(MediaError, match=re.escape("Range of input length should be [1, 139]")):
+        decode(ChatRequest("qwen-vl-plus", request(MediaPart("video", (video,))).messages, max_input_tokens=139))
 
 
 def test_a_failed_fetch_cancels_its_siblings(origin: str) -> None:
