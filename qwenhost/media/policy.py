@@ -35,8 +35,9 @@ class MediaPolicy:
     def __post_init__(self) -> None:
         # A zero or negative bound would refuse every media request (or start no decoder): a mistake.
         for name in ("max_media_parts", "max_media_bytes", "max_concurrent_decodes", "max_concurrent_fetches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"[media] {name} must be at least 1")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"[media] {name} must be a whole number of at least 1, not {value!r}")
 
     def limit_for(self, kind: str) -> int:
         return {"image": self.max_image_bytes, "audio": self.max_audio_bytes}.get(kind, self.max_video_bytes)

@@ -236,5 +236,7 @@ def _video() -> bytes:
 
 
 def test_policy_refuses_bounds_below_one() -> None:
-    with pytest.raises(ValueError, match=re.escape("[media] max_media_parts must be at least 1")):
+    with pytest.raises(ValueError, match=re.escape("[media] max_media_parts must be a whole number of at least 1")):
         MediaPolicy(max_media_parts=0)
+    with pytest.raises(ValueError, match=re.escape("[media] max_concurrent_decodes must be a whole number")):
+        MediaPolicy(max_concurrent_decodes="4")  # type: ignore[arg-type]
