@@ -55,9 +55,7 @@ def resized(image: Image.Image, height: int, width: int) -> Picture:
     return Picture(width, height, image.tobytes())
 
 
-def load_picture(
-    data: bytes, rule: ImageRule, max_pixels: int, admit: Callable[[int], None] | None = None
-) -> Picture:
+def load_picture(data: bytes, rule: ImageRule, max_pixels: int, admit: Callable[[int], None] | None = None) -> Picture:
     """Decode and smart-resize: the result is exactly what the projector sees (tokens = area / factor²).
 
     ``admit(tokens)`` hears the image's token count before its pixels are decoded and may refuse it.
