@@ -13,14 +13,25 @@ FRAME_RANGE = (
 )
 VIDEO_TOO_LONG = "The video modality input does not meet the requirements because: The video file is too long."
 DOWNLOAD_FAILED = "Failed to download multimodal content."
+INPUT_LENGTH = "Range of input length should be [1, {}]"  # the service's own input-length message (spec §3.3)
 DOWNLOAD_TIMEOUT = "Download the media resource timed out during the data inspection process."
 WRONG_CONTENT_TYPE = "Wrong Content-Type of multimodal url"
 # Not in DashScope's catalogue (spec §3.3 has no message for undecodable bytes): our own wording.
 UNDECODABLE = "The multimodal content could not be decoded: {}."
+# Per-request bounds of our own (DashScope documents no such limit and no message): they name the setting.
+TOO_MANY_PARTS = (
+    "The request has {} media items (each image, video, audio clip and each frame of a frame list counts "
+    "as one); at most {} are accepted (max_media_parts)."
+)
+TOO_MANY_BYTES = "The media of the request exceed {} bytes in all (max_media_bytes)."
 
 
 class MediaError(InvalidParameter):
     """A 400 about one media item; raised before the first byte like every request-level error."""
+
+
+class Stopped(Exception):
+    """A decoder gave up because its result is no longer wanted (a sibling part failed, or the client left)."""
 
 
 def invalid_url() -> MediaError:
@@ -61,3 +72,15 @@ def wrong_content_type() -> MediaError:
 
 def undecodable(what: str) -> MediaError:
     return MediaError(UNDECODABLE.format(what))
+
+
+def too_many_parts(count: int, limit: int) -> MediaError:
+    return MediaError(TOO_MANY_PARTS.format(count, limit))
+
+
+def too_many_bytes(limit: int) -> MediaError:
+    return MediaError(TOO_MANY_BYTES.format(limit))
+
+
+def input_too_long(limit: int) -> MediaError:
+    return MediaError(INPUT_LENGTH.format(limit))

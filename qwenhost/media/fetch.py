@@ -43,10 +43,79 @@ def decode_data_url(url: str, max_bytes: int) -> bytes:
 
 
 def is_public(address: str) -> bool:
+    """Whether ``address`` (and every IPv4 address it carries inside IPv6) is on the public internet."""
     ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _public(ip)
+    if ip in _NAT64_LOCAL:
+        # RFC 8215 local-use NAT64: the operator picks the prefix length, so the embedded IPv4 address
+        # cannot be located; it is not globally reachable (IANA) and is refused whatever it carries.
+        return False
+    embedded = embedded_ipv4(ip)
+    if embedded is None:
+        return _public(ip)
+    inner, outer_counts = embedded
+    # The packets go to the embedded address (a NAT64 gateway, 6to4 relay or Teredo NAT forwards them),
+    # so it decides; Python's own verdict on the IPv6 form misses all but the IPv4-mapped one.
+    return all(_public(v4) for v4 in inner) and (not outer_counts or _public(ip))
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[tuple[ipaddress.IPv4Address, ...], bool] | None:
+    """The IPv4 addresses an IPv6 address carries and whether the IPv6 address itself must be public too.
+
+    None for a plain IPv6 address. Teredo yields its server and its (XOR-obfuscated) client; ISATAP's
+    prefix is routed natively, so both the prefix and the embedded address must be public.
+    """
+    value = int(ip)
+    low32 = ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    for network in _LOW32_FORMS:
+        if ip in network:
+            return (low32,), False
+    if ip.sixtofour is not None:
+        return (ip.sixtofour,), False
+    if ip.teredo is not None:
+        return ip.teredo, False
+    if (value >> 32) & _ISATAP_MASK == _ISATAP_ID:
+        return (low32,), True
+    return None
+
+
+def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global and not ip.is_multicast
+
+
+_LOW32_FORMS = tuple(
+    ipaddress.IPv6Network(n)
+    for n in (
+        "::ffff:0:0/96",  # IPv4-mapped
+        "::ffff:0:0:0/96",  # IPv4-translated (SIIT, RFC 2765)
+        "::/96",  # IPv4-compatible (deprecated; also :: and ::1, which unwrap to 0.0.0.0 and 0.0.0.1)
+        "64:ff9b::/96",  # NAT64 well-known prefix (RFC 6052)
+    )
+)
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+_ISATAP_ID = 0x00005EFE  # interface id 0000:5efe:a.b.c.d (RFC 5214) …
+_ISATAP_MASK = 0xFDFFFFFF  # … or 0200:5efe:a.b.c.d (the universal/local bit set)
+
+
+class ByteBudget:
+    """The media bytes one request may still take in, all its parts together (max_media_bytes).
+
+    Shared by the request's concurrent fetches; only touched on the event loop, so it needs no lock.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def check(self, size: int) -> None:
+        """Refuse now when ``size`` more bytes (a declared Content-Length) cannot fit."""
+        if self.used + size > self.limit:
+            raise errors.too_many_bytes(self.limit)
+
+    def charge(self, size: int) -> None:
+        self.check(size)
+        self.used += size
 
 
 class Fetcher:
@@ -66,18 +135,22 @@ class Fetcher:
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def fetch(self, url: str, kind: str) -> bytes:
+    async def fetch(self, url: str, kind: str, budget: ByteBudget | None = None) -> bytes:
+        """The bytes of one media item; ``budget`` (the request's max_media_bytes) is charged as they come."""
+        budget = budget or ByteBudget(self.policy.max_media_bytes)
         if url.startswith("data:"):
-            return decode_data_url(url, self.policy.max_data_uri_bytes)
+            data = decode_data_url(url, self.policy.max_data_uri_bytes)
+            budget.charge(len(data))
+            return data
         if not url.startswith(("http://", "https://")):
             raise errors.invalid_url()
         try:
             async with self._slots, asyncio.timeout(self.policy.fetch_timeout_s):
-                return await self._follow(url, self.policy.limit_for(kind))
+                return await self._follow(url, self.policy.limit_for(kind), budget)
         except TimeoutError:
             raise errors.download_timeout() from None
 
-    async def _follow(self, url: str, max_bytes: int) -> bytes:
+    async def _follow(self, url: str, max_bytes: int, budget: ByteBudget) -> bytes:
         for _ in range(self.policy.max_redirects + 1):
             target = await self._checked_target(url)
             try:
@@ -93,9 +166,11 @@ class Fetcher:
                     if content_type in _REFUSED_TYPES:
                         raise errors.wrong_content_type()
                     declared = r.headers.get("content-length")
-                    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-                        raise errors.too_large()
-                    return await _read_capped(r, max_bytes)
+                    if declared is not None and declared.isdigit():
+                        if int(declared) > max_bytes:
+                            raise errors.too_large()
+                        budget.check(int(declared))
+                    return await _read_capped(r, max_bytes, budget)
             except httpx.HTTPError:
                 raise errors.download_failed() from None
         raise errors.download_failed()  # too many redirects
@@ -143,12 +218,13 @@ class _Target:
         self.extensions = extensions
 
 
-async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+async def _read_capped(response: httpx.Response, max_bytes: int, budget: ByteBudget) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_raw():
         size += len(chunk)
         if size > max_bytes:
             raise errors.too_large()
+        budget.charge(len(chunk))
         chunks.append(chunk)
     return b"".join(chunks)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -12,8 +13,13 @@ from qwenhost.media.decoded import Picture
 from qwenhost.media.resize import ImageRule
 
 
-def open_image(data: bytes, max_pixels: int) -> Image.Image:
-    """The decoded image in RGB at its original size; the size is checked before any pixel is decoded."""
+def open_image(data: bytes, max_pixels: int, admit: Callable[[int, int], None] | None = None) -> Image.Image:
+    """The decoded image in RGB at its original size; the size is checked before any pixel is decoded.
+
+    ``admit(height, width)`` runs between the header and the pixels: it may refuse the image (a request's
+    media may not outgrow its input limit). EXIF orientation may swap the sides after it; token counts
+    do not depend on the order.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -21,6 +27,8 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
             width, height = image.size
             if width * height > max_pixels:
                 raise errors.too_large()
+            if admit is not None:
+                admit(height, width)
             image.load()
             image = ImageOps.exif_transpose(image)
     except errors.MediaError:
@@ -47,8 +55,16 @@ def resized(image: Image.Image, height: int, width: int) -> Picture:
     return Picture(width, height, image.tobytes())
 
 
-def load_picture(data: bytes, rule: ImageRule, max_pixels: int) -> Picture:
-    """Decode and smart-resize: the result is exactly what the projector sees (tokens = area / factor²)."""
-    image = open_image(data, max_pixels)
+def load_picture(data: bytes, rule: ImageRule, max_pixels: int, admit: Callable[[int], None] | None = None) -> Picture:
+    """Decode and smart-resize: the result is exactly what the projector sees (tokens = area / factor²).
+
+    ``admit(tokens)`` hears the image's token count before its pixels are decoded and may refuse it.
+    """
+
+    def header(height: int, width: int) -> None:
+        if admit is not None:
+            admit(rule.tokens(height, width))
+
+    image = open_image(data, max_pixels, header)
     height, width = rule.size(image.height, image.width)
     return resized(image, height, width)

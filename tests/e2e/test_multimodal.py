@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import io
+import json
 import math
 import re
 import wave
@@ -268,6 +269,26 @@ def test_data_uri_limit(vl: openai.OpenAI) -> None:
         openai.BadRequestError, match=re.escape("Exceeded limit on max bytes per data-uri item : 10485760'.")
     ):
         usage_of(vl, image_message(huge))
+
+
+def test_too_many_media_parts_get_an_envelope_and_the_connection_lives_on(qwen25: RunningServer) -> None:
+    tiny = png(12, 12)
+    frames = {"type": "video", "video": [tiny] * 500}  # a frame list counts each of its frames
+    content = [frames, *[{"type": "image_url", "image_url": {"url": tiny}}] * 13, {"type": "text", "text": "?"}]
+    with httpx.Client(base_url=qwen25.base_url, headers={"authorization": "Bearer sk-test"}, timeout=120) as http:
+        for stream in (False, True):
+            body = {"model": "qwen-vl-plus", "messages": [{"role": "user", "content": content}], "stream": stream}
+            r = http.post("/chat/completions", json=body)
+            assert r.status_code == 400
+            text = r.text.removeprefix("data: ") if stream else r.text
+            error = json.loads(text)["error"]
+            assert error["code"] == "invalid_parameter_error"
+            assert "The request has 513 media items" in error["message"]
+            assert "at most 512 are accepted (max_media_parts)" in error["message"]
+        ok = http.post(
+            "/chat/completions", json={"model": "qwen-vl-plus", "messages": image_message(tiny), "max_tokens": 2}
+        )
+        assert ok.status_code == 200  # the same keep-alive connection serves the next request
 
 
 def test_text_only_model_refuses_media(client: openai.OpenAI) -> None:
