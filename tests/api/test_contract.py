@@ -27,7 +27,7 @@ def make_client(backend: FakeBackend | None = None, keys: tuple[str, ...] = (), 
     config = ModelConfig(name="fake-model", path="unused", aliases=DASHSCOPE_ALIASES, **model)
     registry = ModelRegistry([served_model(config, backend)])
     service = ChatService(registry)
-    metrics = Metrics(lambda: [(m.name, m.backend.stats()) for m in registry])
+    metrics = Metrics(lambda: [(m.name, m.backend.stats()) for m in registry], {n: m.name for n, m in registry.names()})
     store = KeyStore([(f"k{i}", hash_key(k)) for i, k in enumerate(keys)])
     return TestClient(create_app(service, store, metrics))
 
@@ -196,6 +196,10 @@ def test_models_list_and_metrics() -> None:
     assert {"fake-model", "qwen-plus"} <= {m["id"] for m in data["data"]}
     assert all(m["object"] == "model" for m in data["data"])
     client.post(URL, json={"model": "qwen-plus", "messages": USER})
+    client.post(URL, json={"model": "no-such-model", "messages": USER})
     metrics = client.get("/metrics").text
-    assert 'qwenhost_requests_total{model="qwen-plus",status="200"} 1.0' in metrics
+    # Labels name served models only (an alias counts under its model; strangers under "unknown").
+    assert 'qwenhost_requests_total{model="fake-model",status="200"} 1.0' in metrics
+    assert 'qwenhost_requests_total{model="unknown",status="404"} 1.0' in metrics
+    assert "no-such-model" not in metrics
     assert "qwenhost_time_to_first_token_seconds_bucket" in metrics
