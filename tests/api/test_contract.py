@@ -221,3 +221,17 @@ def test_fault_header_reaches_the_engine_only_when_test_faults_is_on() -> None:
     on = make_client(options=EdgeOptions(test_faults=True))
     r = on.post(URL, json=body, headers={FAULT_HEADER: "decode"})
     assert r.status_code == 400 and FAULT_HEADER in r.json()["error"]["message"]
+
+
+class _StalledBackend(FakeBackend):
+    def health(self) -> str | None:
+        return "no engine step for 61 s while 2 requests wait"
+
+
+def test_health_is_503_with_the_reason_when_an_engine_is_not_serving() -> None:
+    assert make_client().get("/health").status_code == 200
+    r = make_client(_StalledBackend()).get("/health")
+    assert r.status_code == 503
+    error = r.json()["error"]
+    assert error["code"] == "ServiceUnavailable"
+    assert error["message"] == "fake-model: no engine step for 61 s while 2 requests wait"
