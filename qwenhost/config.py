@@ -305,7 +305,19 @@ def load_settings(
     cli: dict[str, Any] = {"host": host, "port": port, "log_level": log_level}
     server = replace(server, api_key_hashes=tuple(hashes), **{k: v for k, v in cli.items() if v is not None})
 
-    models = [_model(m, i, source) for i, m in enumerate(raw.get("models", []))]
+    given: dict[str, Any] = dict(
+        parallel=parallel, context_length=context_length, threads=threads, mmproj=mmproj, kv_layout=kv_layout
+    )
+    models = _models(raw.get("models", []), source, model_path, {k: v for k, v in given.items() if v is not None})
+    _check_unique_names(models, source)
+    media = _media(raw.get("media", {}), allow_private_urls, source)
+    return Settings(server=server, models=tuple(models), media=media)
+
+
+def _models(raw: list[Any], source: _Source, model_path: str | None, overrides: dict[str, Any]) -> list[ModelConfig]:
+    """The [[models]] tables, then the command line's --model (first, with the DashScope aliases) and its
+    overrides of the first model; each model checked once it is final."""
+    models = [_model(m, i, source) for i, m in enumerate(raw)]
     if model_path is not None:
         name = Path(model_path).name.removesuffix(".gguf")
         cli_model = ModelConfig(name=name, path=model_path, aliases=DASHSCOPE_ALIASES)
@@ -314,21 +326,11 @@ def load_settings(
         ]
     if not models:
         models = [ModelConfig(name=EMBEDDED_NAME, path=EMBEDDED, aliases=DASHSCOPE_ALIASES)]
-    given: dict[str, Any] = {
-        "parallel": parallel,
-        "context_length": context_length,
-        "threads": threads,
-        "mmproj": mmproj,
-        "kv_layout": kv_layout,
-    }
-    overrides = {k: v for k, v in given.items() if v is not None}
     if overrides:
         models[0] = replace(models[0], **overrides)
     for i, model in enumerate(models):
         _check_model(model, f"models[{i}]", _Source(None) if i == 0 and overrides else source)
-    _check_unique_names(models, source)
-    media = _media(raw.get("media", {}), allow_private_urls, source)
-    return Settings(server=server, models=tuple(models), media=media)
+    return models
 
 
 def _check_unique_names(models: Sequence[ModelConfig], source: _Source) -> None:
