@@ -199,7 +199,7 @@ async def _unless_disconnected(work: Awaitable[Any], request: Request) -> Any:
     watcher = asyncio.ensure_future(disconnected())
     try:
         done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:  # this handler was cancelled (shutdown): the work must not run on unowned
+    except BaseException:  # this handler was cancelled (shutdown): the work must not outlive it
         task.cancel()
         raise
     finally:
