@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from qwenhost import __version__
-from qwenhost.config import ConfigError, hash_key, load_settings
+from qwenhost.config import LOG_LEVELS, ConfigError, Settings, load_settings
 
 EPILOG = """\
 examples:
@@ -44,7 +43,7 @@ def _add_settings_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(
         args.config,
         host=getattr(args, "host", None),
@@ -57,6 +56,7 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         mmproj=args.mmproj,
         kv_layout=args.kv_layout,
         allow_private_urls=args.allow_private_urls,
+        log_level=args.log_level,
     )
 
 
@@ -88,33 +88,25 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
+    from qwenhost.ops.keyfile import KeyFileError, add_key, key_names, remove_key
+
     path = Path(args.file)
-    if args.action == "add":
-        key = "sk-" + secrets.token_urlsafe(32)
-        name = args.name or f"key-{secrets.token_hex(3)}"
-        if any(c.isspace() for c in name):
-            print("a key name cannot contain spaces", file=sys.stderr)
-            return 2
-        with path.open("a", encoding="utf-8") as f:
-            f.write(f"{name} sha256:{hash_key(key)}\n")
-        path.chmod(0o600)
-        print(f"{name}: {key}")
-        print(
-            f'(only its SHA-256 hash is stored in {path}; start the server with api_keys_file = "{path}")',
-            file=sys.stderr,
-        )
-        return 0
-    lines = path.read_text("utf-8").splitlines() if path.exists() else []
-    if args.action == "list":
-        for line in lines:
-            if line.strip() and not line.startswith("#"):
-                print(line.split()[0])
-        return 0
-    kept = [line for line in lines if line.split()[:1] != [args.name]]
-    if len(kept) == len(lines):
-        print(f"no key named {args.name}", file=sys.stderr)
+    try:
+        if args.action == "add":
+            name, key = add_key(path, args.name)
+            print(f"{name}: {key}")
+            print(
+                f'(only its SHA-256 hash is stored in {path}; start the server with api_keys_file = "{path}")',
+                file=sys.stderr,
+            )
+        elif args.action == "list":
+            for name in key_names(path):
+                print(name)
+        else:
+            remove_key(path, args.name)
+    except KeyFileError as exc:
+        print(f"qwenhost: {exc}", file=sys.stderr)
         return 1
-    path.write_text("".join(f"{line}\n" for line in kept), "utf-8")
     return 0
 
 
@@ -139,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"qwenhost {__version__}")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, help="qwenhost's log level (default: [server] log_level, else info)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(
@@ -187,7 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # serve applies [server] log_level and access_log once the settings are read (main.configure_logging).
+    level = (args.log_level or "info").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "keys" and args.action == "remove" and not args.name:
         parser.error("keys remove needs --name")
     try:

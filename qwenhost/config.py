@@ -6,10 +6,11 @@ import hashlib
 import importlib.util
 import os
 import tomllib
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from qwenhost.core.types import SamplingOverrides
 from qwenhost.formats.registry import FORMATS
@@ -44,6 +45,13 @@ SAMPLING_KEYS = (
     "repetition_penalty",
     "seed",
 )
+
+
+# The KV cache types llama.cpp accepts (llama-server --cache-type-k/-v); engine/llamacpp/runner.py maps each
+# name to its ggml type and refuses any other.
+KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+TABLES = ("server", "models", "media")
 
 
 class ConfigError(ValueError):
@@ -81,6 +89,7 @@ class ModelConfig:
     sampling_thinking: SamplingOverrides = field(default_factory=SamplingOverrides)
     thinking_default: bool | None = None  # hybrid families: thinking when the request is silent; None: family's
     stream_only_thinking: bool | None = None  # refuse non-streaming thinking calls as DashScope does; None: family's
+    watchdog_s: float = 60.0  # no engine step for this long while it has work: /health 503, requests refused
 
     @property
     def is_kv_split(self) -> bool:
@@ -98,8 +107,11 @@ class ServerConfig:
     api_keys_file: str | None = None
     request_timeout_s: float = 300.0  # non-streaming: return what was generated so far (spec §4.12)
     cache_isolation: bool = False  # cached prefixes are reused only by the same API key
-    log_level: str = "info"
-    access_log: bool = True
+    log_level: str = "info"  # qwenhost's logs (the command line's --log-level wins)
+    access_log: bool = True  # one JSON line per request on the qwenhost.access logger, whatever log_level says
+    max_body_bytes: int = 64 * 1024 * 1024  # larger bodies get 413 (api/body.py DEFAULT_MAX_BODY_BYTES)
+    shutdown_grace_s: float = 30.0  # SIGTERM: in-flight requests may finish for this long, then are cancelled
+    test_faults: bool = False  # test-only: honour the x-qwenhost-test-fault header (docs/operations.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,16 +121,56 @@ class Settings:
     media: MediaPolicy = field(default_factory=MediaPolicy)
 
 
-def _media(raw: Any, allow_private_urls: bool | None) -> MediaPolicy:
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+class _Source:
+    """Where settings come from, so every error names the file (or the command line) and the key."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path or "the command line"
+
+    def error(self, where: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {where}: {problem}")
+
+    def table(
+        self, raw: Any, cls: type, where: str, internal: Sequence[str] = (), nested: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """A TOML table checked against a config dataclass: unknown keys and wrong types are errors.
+        ``internal`` fields are not settable from the file; ``nested`` tables are left to the caller."""
+        if not isinstance(raw, Mapping):
+            raise self.error(where, "must be a table")
+        hints = get_type_hints(cls)
+        known = [f.name for f in fields(cls) if f.name not in internal]
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise self.error(where, f"unknown keys: {', '.join(map(repr, unknown))} (known: {', '.join(known)})")
+        return {key: self.value(value, hints[key], f"{where}.{key}") for key, value in raw.items() if key not in nested}
+
+    def value(self, value: Any, hint: Any, where: str) -> Any:
+        """``value`` as the field's type (TOML has no null: ``X | None`` takes an X; an integer is a number)."""
+        origin, args = get_origin(hint), get_args(hint)
+        if origin in (Union, types.UnionType):
+            (option,) = [a for a in args if a is not type(None)]
+            return self.value(value, option, where)
+        if origin is tuple:
+            if not isinstance(value, list):
+                raise self.error(where, f"must be a list, not {value!r}")
+            return tuple(self.value(item, args[0], f"{where}[{i}]") for i, item in enumerate(value))
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if hint is float and is_number:
+            return float(value)
+        if hint in _TYPE_NAMES and type(value) is hint:
+            return value
+        raise self.error(where, f"must be {_TYPE_NAMES.get(hint, str(hint))}, not {value!r}")
+
+
+def _media(raw: Any, allow_private_urls: bool | None, source: _Source) -> MediaPolicy:
     """The [media] table: fetch limits and the SSRF switch (spec §4.11; docs/multimodal.md)."""
-    if not isinstance(raw, Mapping):
-        raise ConfigError("[media] must be a table")
-    known = {f.name for f in fields(MediaPolicy)}
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"[media]: unknown keys {sorted(unknown)}")
-    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-    policy = MediaPolicy(**values)
+    try:
+        policy = MediaPolicy(**source.table(raw, MediaPolicy, "[media]"))
+    except ValueError as exc:  # MediaPolicy checks its own ranges
+        raise ConfigError(f"{source.path}: {exc}") from None
     if allow_private_urls is not None:
         policy = replace(policy, allow_private_urls=allow_private_urls)
     return policy
@@ -153,55 +205,77 @@ def read_keys_file(path: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _sampling(raw: Any, where: str) -> SamplingOverrides:
+def _sampling(raw: Any, where: str, source: _Source) -> SamplingOverrides:
     if raw is None:
         return SamplingOverrides()
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} must be a table")
-    unknown = set(raw) - set(SAMPLING_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
-    for key, value in raw.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}.{key} must be a number")
-    values = dict(raw)
-    for key in ("top_k", "seed"):
-        if key in values:
-            values[key] = int(values[key])
-    return SamplingOverrides(**values)
+    return SamplingOverrides(**source.table(raw, SamplingOverrides, where, internal=("top_k_disabled",)))
 
 
-def _model(raw: Mapping[str, Any], index: int) -> ModelConfig:
+def _model(raw: Any, index: int, source: _Source) -> ModelConfig:
     where = f"models[{index}]"
+    if not isinstance(raw, Mapping):
+        raise source.error(where, "must be a table ([[models]])")
     if "name" not in raw:
-        raise ConfigError(f"{where}: a model needs a name")
-    known = {f.name for f in fields(ModelConfig)}
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
-    values = dict(raw)
-    values["aliases"] = tuple(values.get("aliases", ()))
-    values["sampling"] = _sampling(raw.get("sampling"), f"{where}.sampling")
-    values["sampling_thinking"] = _sampling(raw.get("sampling_thinking"), f"{where}.sampling_thinking")
-    config = ModelConfig(**values)
+        raise source.error(where, "a model needs a name")
+    values = source.table(raw, ModelConfig, where, nested=("sampling", "sampling_thinking"))
+    values["sampling"] = _sampling(raw.get("sampling"), f"{where}.sampling", source)
+    values["sampling_thinking"] = _sampling(raw.get("sampling_thinking"), f"{where}.sampling_thinking", source)
+    return ModelConfig(**values)
+
+
+def _check_model(config: ModelConfig, where: str, source: _Source) -> None:
     if config.parallel < 1:
-        raise ConfigError(f"{where}: parallel must be at least 1")
+        raise source.error(where, "parallel must be at least 1")
     if (
         config.kv_cache_tokens is not None
         and config.context_length is not None
         and config.kv_cache_tokens < config.context_length
     ):
-        raise ConfigError(f"{where}: kv_cache_tokens must be at least context_length (one request must fit)")
+        raise source.error(where, "kv_cache_tokens must be at least context_length (one request must fit)")
     if config.kv_layout not in (None, "unified", "split"):
-        raise ConfigError(f'{where}: kv_layout must be "unified" or "split"')
+        raise source.error(where, 'kv_layout must be "unified" or "split"')
     if config.kv_layout == "split" and config.kv_cache_tokens is not None:
-        raise ConfigError(f'{where}: kv_cache_tokens applies to kv_layout = "unified" only')
+        raise source.error(where, 'kv_cache_tokens applies to kv_layout = "unified" only')
+    if config.kv_cache_type not in KV_CACHE_TYPES:
+        raise source.error(
+            where, f"kv_cache_type must be one of {', '.join(KV_CACHE_TYPES)}, not {config.kv_cache_type!r}"
+        )
     if config.family is not None and config.family not in FORMATS:
-        raise ConfigError(f"{where}: unknown family {config.family!r}; known: {', '.join(sorted(FORMATS))}")
-    for key in ("thinking_default", "stream_only_thinking"):
-        if not isinstance(getattr(config, key), bool | None):
-            raise ConfigError(f"{where}.{key} must be true or false")
-    return config
+        raise source.error(where, f"unknown family {config.family!r}; known: {', '.join(sorted(FORMATS))}")
+    if config.watchdog_s <= 0:
+        raise source.error(where, "watchdog_s must be more than 0")
+
+
+def _server(raw: Any, source: _Source) -> tuple[ServerConfig, list[str], list[str]]:
+    """The [server] table, and the plain keys and hashes it lists (hashed or kept by load_settings)."""
+    if not isinstance(raw, Mapping):
+        raise source.error("[server]", "must be a table")
+    table = dict(raw)
+    plain = source.value(table.pop("api_keys", []), tuple[str, ...], "[server].api_keys")
+    hashes = source.value(table.pop("api_key_hashes", []), tuple[str, ...], "[server].api_key_hashes")
+    server = ServerConfig(**source.table(table, ServerConfig, "[server]", internal=("api_key_hashes",)))
+    if server.log_level not in LOG_LEVELS:
+        raise source.error("[server].log_level", f"must be one of {', '.join(LOG_LEVELS)}, not {server.log_level!r}")
+    if server.max_body_bytes < 1:
+        raise source.error("[server].max_body_bytes", "must be at least 1")
+    if server.shutdown_grace_s < 0:
+        raise source.error("[server].shutdown_grace_s", "must be 0 or more")
+    return server, list(plain), list(hashes)
+
+
+def _read_toml(config_file: str | None, source: _Source) -> dict[str, Any]:
+    if not config_file:
+        return {}
+    try:
+        raw = tomllib.loads(Path(config_file).expanduser().read_text("utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+    unknown = sorted(set(raw) - set(TABLES))
+    if unknown:
+        raise source.error("top level", f"unknown keys: {', '.join(map(repr, unknown))} (known: {', '.join(TABLES)})")
+    if not isinstance(raw.get("models", []), list):
+        raise source.error("models", "must be an array of tables ([[models]])")
+    return raw
 
 
 def load_settings(
@@ -217,36 +291,36 @@ def load_settings(
     mmproj: str | None = None,
     kv_layout: str | None = None,
     allow_private_urls: bool | None = None,
+    log_level: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Merge file < environment < command line. Plain keys are hashed here and never kept."""
     env = os.environ if environ is None else environ
-    raw: dict[str, Any] = {}
-    if config_file:
-        try:
-            raw = tomllib.loads(Path(config_file).expanduser().read_text("utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
-    server_raw = dict(raw.get("server", {}))
-    plain_keys = list(server_raw.pop("api_keys", []))
-    hashes = [(f"key{i}", h.removeprefix("sha256:")) for i, h in enumerate(server_raw.pop("api_key_hashes", []))]
+    source = _Source(config_file)
+    raw = _read_toml(config_file, source)
+    server, plain_keys, listed = _server(raw.get("server", {}), source)
+    hashes = [(f"key{i}", h.removeprefix("sha256:")) for i, h in enumerate(listed)]
     plain_keys += [k.strip() for k in env.get("QWENHOST_API_KEYS", "").split(",") if k.strip()]
     plain_keys += list(api_keys)
-    server_known = {f.name for f in fields(ServerConfig)}
-    unknown = set(server_raw) - server_known
-    if unknown:
-        raise ConfigError(f"[server]: unknown keys {sorted(unknown)}")
-    server = ServerConfig(**server_raw)
     hashes += [(f"key-{hash_key(k)[:8]}", hash_key(k)) for k in plain_keys]
     if server.api_keys_file:
         hashes += list(read_keys_file(server.api_keys_file))
-    server = replace(server, api_key_hashes=tuple(hashes))
-    if host is not None:
-        server = replace(server, host=host)
-    if port is not None:
-        server = replace(server, port=port)
+    cli: dict[str, Any] = {"host": host, "port": port, "log_level": log_level}
+    server = replace(server, api_key_hashes=tuple(hashes), **{k: v for k, v in cli.items() if v is not None})
 
-    models = [_model(m, i) for i, m in enumerate(raw.get("models", []))]
+    given: dict[str, Any] = dict(
+        parallel=parallel, context_length=context_length, threads=threads, mmproj=mmproj, kv_layout=kv_layout
+    )
+    models = _models(raw.get("models", []), source, model_path, {k: v for k, v in given.items() if v is not None})
+    _check_unique_names(models, source)
+    media = _media(raw.get("media", {}), allow_private_urls, source)
+    return Settings(server=server, models=tuple(models), media=media)
+
+
+def _models(raw: list[Any], source: _Source, model_path: str | None, overrides: dict[str, Any]) -> list[ModelConfig]:
+    """The [[models]] tables, then the command line's --model (first, with the DashScope aliases) and its
+    overrides of the first model; each model checked once it is final."""
+    models = [_model(m, i, source) for i, m in enumerate(raw)]
     if model_path is not None:
         name = Path(model_path).name.removesuffix(".gguf")
         cli_model = ModelConfig(name=name, path=model_path, aliases=DASHSCOPE_ALIASES)
@@ -255,28 +329,17 @@ def load_settings(
         ]
     if not models:
         models = [ModelConfig(name=EMBEDDED_NAME, path=EMBEDDED, aliases=DASHSCOPE_ALIASES)]
-    overrides: dict[str, Any] = {}
-    if parallel is not None:
-        overrides["parallel"] = parallel
-    if context_length is not None:
-        overrides["context_length"] = context_length
-    if threads is not None:
-        overrides["threads"] = threads
-    if mmproj is not None:
-        overrides["mmproj"] = mmproj
-    if kv_layout is not None:
-        overrides["kv_layout"] = kv_layout
     if overrides:
         models[0] = replace(models[0], **overrides)
-    _check_unique_names(models)
-    media = _media(raw.get("media", {}), allow_private_urls)
-    return Settings(server=server, models=tuple(models), media=media)
+    for i, model in enumerate(models):
+        _check_model(model, f"models[{i}]", _Source(None) if i == 0 and overrides else source)
+    return models
 
 
-def _check_unique_names(models: Sequence[ModelConfig]) -> None:
+def _check_unique_names(models: Sequence[ModelConfig], source: _Source) -> None:
     seen: dict[str, str] = {}
     for m in models:
         for name in (m.name, *m.aliases):
             if name in seen and seen[name] != m.name:
-                raise ConfigError(f"model name {name!r} is used by both {seen[name]} and {m.name}")
+                raise source.error("models", f"model name {name!r} is used by both {seen[name]} and {m.name}")
             seen[name] = m.name

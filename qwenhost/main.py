@@ -11,13 +11,15 @@ from pathlib import Path
 from starlette.applications import Starlette
 
 from qwenhost.api.app import create_app
-from qwenhost.config import ConfigError, ModelConfig, Settings
+from qwenhost.api.options import EdgeOptions
+from qwenhost.config import ConfigError, ModelConfig, ServerConfig, Settings
 from qwenhost.engine.llamacpp.backend import EngineConfig, LlamaCppBackend
 from qwenhost.engine.llamacpp.runner import RunnerConfig
 from qwenhost.engine.llamacpp.scheduler import SchedulerConfig
 from qwenhost.engine.protocol import Backend
 from qwenhost.formats.registry import detect_format, get_format
 from qwenhost.ops.auth import KeyStore
+from qwenhost.ops.lifecycle import Lifecycle, drain
 from qwenhost.ops.metrics import Metrics
 from qwenhost.service.chat import ChatService
 from qwenhost.service.media import MediaPipeline
@@ -52,7 +54,13 @@ def engine_config(mc: ModelConfig, max_image_tokens: int = 16384) -> EngineConfi
         min_copy_tokens=256 if mc.is_kv_split else 0,
     )
     mmproj = str(Path(mc.mmproj).expanduser()) if mc.mmproj else None
-    return EngineConfig(runner=runner, scheduler=scheduler, mmproj=mmproj, max_image_tokens=max_image_tokens)
+    return EngineConfig(
+        runner=runner,
+        scheduler=scheduler,
+        mmproj=mmproj,
+        max_image_tokens=max_image_tokens,
+        watchdog_s=mc.watchdog_s,
+    )
 
 
 def _load_template(source: str, backend: Backend) -> ChatTemplate:
@@ -122,23 +130,37 @@ def check_exposure(settings: Settings) -> None:
         )
 
 
-def build_app(settings: Settings, registry: ModelRegistry) -> Starlette:
+def build_app(settings: Settings, registry: ModelRegistry, lifecycle: Lifecycle | None = None) -> Starlette:
     service = ChatService(
         registry,
         request_timeout_s=settings.server.request_timeout_s,
         cache_isolation=settings.server.cache_isolation,
         media=MediaPipeline(settings.media),
     )
-    metrics = Metrics(lambda: [(m.name, m.backend.stats()) for m in registry])
-    return create_app(service, KeyStore(settings.server.api_key_hashes), metrics)
+    # Metric labels come from configured names only (/metrics needs no key: bounded memory).
+    names = {name: model.name for name, model in registry.names()}
+    metrics = Metrics(lambda: [(m.name, m.backend.stats()) for m in registry], names)
+    options = EdgeOptions(max_body_bytes=settings.server.max_body_bytes, test_faults=settings.server.test_faults)
+    return create_app(service, KeyStore(settings.server.api_key_hashes), metrics, options, lifecycle)
+
+
+def configure_logging(server: ServerConfig) -> None:
+    """log_level for qwenhost's logs (uvicorn's own stay at warning or above); access_log switches the
+    JSON access lines (INFO on qwenhost.access) on or off whatever log_level says."""
+    logging.getLogger().setLevel(server.log_level.upper())
+    logging.getLogger("qwenhost.access").setLevel(logging.INFO if server.access_log else logging.CRITICAL + 1)
 
 
 def serve(settings: Settings) -> None:
     import uvicorn
 
+    from qwenhost.ops.server import GracefulServer
+
     check_exposure(settings)
+    configure_logging(settings.server)
     registry = load_models(settings)
-    app = build_app(settings, registry)
+    lifecycle = Lifecycle()
+    app = build_app(settings, registry, lifecycle)
     host, port = settings.server.host, settings.server.port
     shown = f"[{host}]" if ":" in host else host
     for model in registry:
@@ -153,8 +175,19 @@ def serve(settings: Settings) -> None:
             aliases,
         )
     log.info("qwenhost listening on http://%s:%d/compatible-mode/v1 (also /v1)", shown, port)
+    uvicorn_level = max(logging.WARNING, logging.getLevelName(settings.server.log_level.upper()))
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=uvicorn_level,
+        access_log=False,  # qwenhost.access writes one line per request instead
+        timeout_graceful_shutdown=10,  # after the drain: time for the final frames to be written
+    )
+    backends = [m.backend for m in registry]
+    server = GracefulServer(config, lambda hurry: drain(lifecycle, backends, settings.server.shutdown_grace_s, hurry))
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+        server.run()
     finally:
         for model in registry:
             model.backend.close()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -12,15 +10,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from qwenhost.api.errors import error_response
+from qwenhost.api.middleware import AuthMiddleware, ErrorGuard, InFlight
+from qwenhost.api.options import EdgeOptions
 from qwenhost.api.routes.chat import ChatRoute
 from qwenhost.api.routes.models import HealthRoute, ModelsRoute
 from qwenhost.core import ids
-from qwenhost.core.errors import InternalError, ServeError
-from qwenhost.ops.auth import AuthMiddleware, KeyStore
+from qwenhost.core.errors import ServeError
+from qwenhost.ops.auth import KeyStore
+from qwenhost.ops.lifecycle import Lifecycle
 from qwenhost.ops.metrics import Metrics
 from qwenhost.service.chat import ChatService
 
-log = logging.getLogger("qwenhost.api")
 PREFIXES = ("/compatible-mode/v1", "/v1")
 
 
@@ -39,16 +39,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(error, ids.new_request_id())
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    request_id = ids.new_request_id()
-    log.error("unhandled error, request %s", request_id, exc_info=exc)
-    return error_response(InternalError(), request_id)
-
-
-def create_app(service: ChatService, keys: KeyStore, metrics: Metrics | None = None) -> Starlette:
-    chat = ChatRoute(service, metrics)
+def create_app(
+    service: ChatService,
+    keys: KeyStore,
+    metrics: Metrics | None = None,
+    options: EdgeOptions | None = None,
+    lifecycle: Lifecycle | None = None,
+) -> Starlette:
+    options = options or EdgeOptions()
+    lifecycle = lifecycle or Lifecycle()
+    chat = ChatRoute(service, metrics, options, lifecycle)
     models = ModelsRoute(service.registry)
-    routes = [Route("/health", HealthRoute(service.registry).handle, methods=["GET"])]
+    routes = [Route("/health", HealthRoute(service.registry, lifecycle).handle, methods=["GET"])]
     for prefix in PREFIXES:
         routes += [
             Route(f"{prefix}/chat/completions", chat.handle, methods=["POST"]),
@@ -61,8 +63,14 @@ def create_app(service: ChatService, keys: KeyStore, metrics: Metrics | None = N
             return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
+    # No handler for Exception: ErrorGuard answers unexpected errors itself, so that Starlette's
+    # ServerErrorMiddleware never re-raises one into uvicorn (which would close the connection).
     return Starlette(
         routes=routes,
-        middleware=[Middleware(AuthMiddleware, keys=keys)],
-        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+        middleware=[
+            Middleware(ErrorGuard),
+            Middleware(InFlight, lifecycle=lifecycle),
+            Middleware(AuthMiddleware, keys=keys),
+        ],
+        exception_handlers={HTTPException: _http_error},
     )

@@ -38,8 +38,22 @@ class _EngineCollector:
         return list(families.values())
 
 
+UNKNOWN_MODEL = "unknown"
+
+
 class Metrics:
-    def __init__(self, engine_stats: Callable[[], Iterable[tuple[str, Mapping[str, float]]]]) -> None:
+    """Request counters and latency histograms, labelled by served model.
+
+    /metrics needs no key, so labels come only from ``model_names`` (each configured name and alias -> the
+    served model's name); any other name a client sends is counted under one ``unknown`` label.
+    """
+
+    def __init__(
+        self,
+        engine_stats: Callable[[], Iterable[tuple[str, Mapping[str, float]]]],
+        model_names: Mapping[str, str] | None = None,
+    ) -> None:
+        self._labels = dict(model_names or {})
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("qwenhost_requests", "Chat requests by outcome", ["model", "status"], registry=r)
@@ -67,6 +81,9 @@ class Metrics:
         )
         r.register(_EngineCollector(engine_stats))
 
+    def label_for(self, model: str | None) -> str:
+        return self._labels.get(model, UNKNOWN_MODEL) if model is not None else UNKNOWN_MODEL
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -82,11 +99,16 @@ class RequestObserver:
     request_id: str
     key_id: str | None
     started_s: float = field(default_factory=time.perf_counter)
-    model: str = "-"
+    model: str = "-"  # as the client named it, for the access log
+    label: str = UNKNOWN_MODEL  # the served model's name, for metrics
     stream: bool = False
     first_token_s: float | None = None
     last_token_s: float | None = None
     finish_reasons: list[str] = field(default_factory=list)
+
+    def set_model(self, requested: str) -> None:
+        self.model = requested[:200]  # a log line, not a copy of whatever the client sent
+        self.label = self.metrics.label_for(requested) if self.metrics is not None else UNKNOWN_MODEL
 
     def on_event(self, event: ChatEvent) -> None:
         if isinstance(event, _TOKEN_EVENTS):
@@ -94,9 +116,9 @@ class RequestObserver:
             if self.first_token_s is None:
                 self.first_token_s = now
                 if self.metrics is not None:
-                    self.metrics.ttft.labels(self.model).observe(now - self.started_s)
+                    self.metrics.ttft.labels(self.label).observe(now - self.started_s)
             elif self.metrics is not None and self.last_token_s is not None:
-                self.metrics.itl.labels(self.model).observe(now - self.last_token_s)
+                self.metrics.itl.labels(self.label).observe(now - self.last_token_s)
             self.last_token_s = now
         elif isinstance(event, Finish):
             self.finish_reasons.append(event.reason)
@@ -104,12 +126,12 @@ class RequestObserver:
     def close(self, status: int, usage: Usage | None, error: str | None = None) -> None:
         elapsed = time.perf_counter() - self.started_s
         if self.metrics is not None:
-            self.metrics.requests.labels(self.model, str(status)).inc()
-            self.metrics.duration.labels(self.model).observe(elapsed)
+            self.metrics.requests.labels(self.label, str(status)).inc()
+            self.metrics.duration.labels(self.label).observe(elapsed)
             if usage is not None:
-                self.metrics.prompt_tokens.labels(self.model).inc(usage.prompt_tokens)
-                self.metrics.completion_tokens.labels(self.model).inc(usage.completion_tokens)
-                self.metrics.cached_tokens.labels(self.model).inc(usage.cache.cached_tokens)
+                self.metrics.prompt_tokens.labels(self.label).inc(usage.prompt_tokens)
+                self.metrics.completion_tokens.labels(self.label).inc(usage.completion_tokens)
+                self.metrics.cached_tokens.labels(self.label).inc(usage.cache.cached_tokens)
         if access_log.isEnabledFor(logging.INFO):
             record = {
                 "request_id": self.request_id,

@@ -9,6 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from qwenhost.api.app import create_app
+from qwenhost.api.options import FAULT_HEADER, EdgeOptions
 from qwenhost.config import DASHSCOPE_ALIASES, ModelConfig, hash_key
 from qwenhost.engine.fake import FakeBackend
 from qwenhost.engine.protocol import GenerationRequest
@@ -22,14 +23,16 @@ URL = "/compatible-mode/v1/chat/completions"
 USER = [{"role": "user", "content": "Who are you?"}]
 
 
-def make_client(backend: FakeBackend | None = None, keys: tuple[str, ...] = (), **model: Any) -> TestClient:
+def make_client(
+    backend: FakeBackend | None = None, keys: tuple[str, ...] = (), options: EdgeOptions | None = None, **model: Any
+) -> TestClient:
     backend = backend or FakeBackend()
     config = ModelConfig(name="fake-model", path="unused", aliases=DASHSCOPE_ALIASES, **model)
     registry = ModelRegistry([served_model(config, backend)])
     service = ChatService(registry)
-    metrics = Metrics(lambda: [(m.name, m.backend.stats()) for m in registry])
+    metrics = Metrics(lambda: [(m.name, m.backend.stats()) for m in registry], {n: m.name for n, m in registry.names()})
     store = KeyStore([(f"k{i}", hash_key(k)) for i, k in enumerate(keys)])
-    return TestClient(create_app(service, store, metrics))
+    return TestClient(create_app(service, store, metrics, options))
 
 
 def sse_events(text: str) -> list[Any]:
@@ -196,6 +199,39 @@ def test_models_list_and_metrics() -> None:
     assert {"fake-model", "qwen-plus"} <= {m["id"] for m in data["data"]}
     assert all(m["object"] == "model" for m in data["data"])
     client.post(URL, json={"model": "qwen-plus", "messages": USER})
+    client.post(URL, json={"model": "no-such-model", "messages": USER})
     metrics = client.get("/metrics").text
-    assert 'qwenhost_requests_total{model="qwen-plus",status="200"} 1.0' in metrics
+    # Labels name served models only (an alias counts under its model; strangers under "unknown").
+    assert 'qwenhost_requests_total{model="fake-model",status="200"} 1.0' in metrics
+    assert 'qwenhost_requests_total{model="unknown",status="404"} 1.0' in metrics
+    assert "no-such-model" not in metrics
     assert "qwenhost_time_to_first_token_seconds_bucket" in metrics
+
+
+def test_fault_header_reaches_the_engine_only_when_test_faults_is_on() -> None:
+    body = {"model": "qwen-plus", "messages": USER}
+    for test_faults, expected in ((False, False), (True, True)):
+        backend = FakeBackend()
+        client = make_client(backend, options=EdgeOptions(test_faults=test_faults))
+        assert client.post(URL, json=body, headers={FAULT_HEADER: "sample"}).status_code == 200
+        assert client.post(URL, json=body).status_code == 200
+        assert [r.inject_fault for r in backend.requests] == [expected, False]
+    off = make_client(options=EdgeOptions(test_faults=False))
+    assert off.post(URL, json=body, headers={FAULT_HEADER: "anything"}).status_code == 200  # no effect at all
+    on = make_client(options=EdgeOptions(test_faults=True))
+    r = on.post(URL, json=body, headers={FAULT_HEADER: "decode"})
+    assert r.status_code == 400 and FAULT_HEADER in r.json()["error"]["message"]
+
+
+class _StalledBackend(FakeBackend):
+    def health(self) -> str | None:
+        return "no engine step for 61 s while 2 requests wait"
+
+
+def test_health_is_503_with_the_reason_when_an_engine_is_not_serving() -> None:
+    assert make_client().get("/health").status_code == 200
+    r = make_client(_StalledBackend()).get("/health")
+    assert r.status_code == 503
+    error = r.json()["error"]
+    assert error["code"] == "ServiceUnavailable"
+    assert error["message"] == "fake-model: no engine step for 61 s while 2 requests wait"

@@ -90,3 +90,17 @@ def test_refuses_public_bind_without_keys() -> None:
     )
     assert result.returncode == 2
     assert "refusing to listen on 0.0.0.0 without API keys" in result.stderr
+
+
+def test_config_errors_stop_start_up_naming_key_and_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "qwenhost.toml"
+    cfg.write_text('[server]\nport = 8000\nlog_levle = "debug"\n', "utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "qwenhost", "serve", "--config", str(cfg)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"{cfg}: [server]: unknown keys: 'log_levle'" in result.stderr

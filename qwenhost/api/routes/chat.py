@@ -1,36 +1,35 @@
-"""POST /chat/completions: parse, prepare (errors before the first byte), then stream or fold run()."""
+"""POST /chat/completions: read and check the body, prepare (errors before the first byte), then stream or
+fold run(). A client that leaves is noticed at every stage, and its job is closed at once."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
+from qwenhost.api.body import parse_json, read_body, refuse_unencodable
 from qwenhost.api.convert import parse_chat_request
 from qwenhost.api.errors import dumps, error_body, error_response
+from qwenhost.api.options import FAULT_HEADER, EdgeOptions
 from qwenhost.api.render import ChunkRenderer, completion_json
 from qwenhost.api.sse import DONE, frame
 from qwenhost.core import ids
-from qwenhost.core.errors import BadRequestBody, InternalError, ServeError
+from qwenhost.core.errors import InternalError, InvalidParameter, ServeError, ServiceUnavailable
 from qwenhost.core.events import ChatEvent, UsageReport, afold
+from qwenhost.ops.lifecycle import SHUTDOWN_MESSAGE, Lifecycle
 from qwenhost.ops.metrics import Metrics, RequestObserver
 from qwenhost.service.chat import ChatService, Job
 
 log = logging.getLogger("qwenhost.api")
 
-
-async def _read_json(request: Request) -> Any:
-    try:
-        return json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequestBody() from None
+CLIENT_CLOSED = 499  # nginx's status for a client that closed the connection: logged, never received
+_LEFT = object()  # what _unless_disconnected returns when the client left first
 
 
 def _wants_stream(body: Any) -> bool:
@@ -38,39 +37,73 @@ def _wants_stream(body: Any) -> bool:
 
 
 class ChatRoute:
-    def __init__(self, service: ChatService, metrics: Metrics | None) -> None:
+    def __init__(
+        self, service: ChatService, metrics: Metrics | None, options: EdgeOptions, lifecycle: Lifecycle
+    ) -> None:
         self.service = service
         self.metrics = metrics
+        self.options = options
+        self.lifecycle = lifecycle
 
     async def handle(self, request: Request) -> Response:
         request_id = ids.new_request_id()
         observer = RequestObserver(self.metrics, request_id, request.scope.get("state", {}).get("key_id"))
         body: Any = None
         try:
-            body = await _read_json(request)
+            raw = await read_body(request, self.options.max_body_bytes)
+            body = parse_json(raw)
+            refuse_unencodable(raw, body)  # before anything else reads a string of it
             chat = parse_chat_request(body)
-            observer.model, observer.stream = chat.model, chat.stream
-            job = await self.service.aprepare(chat, request_id=request_id, key_id=observer.key_id)
+            observer.set_model(chat.model)
+            observer.stream = chat.stream
+            if self.lifecycle.is_draining:
+                raise ServiceUnavailable(SHUTDOWN_MESSAGE)
+            fault = self._inject_fault(request)
+            job = await self.service.aprepare(chat, request_id=request_id, key_id=observer.key_id, inject_fault=fault)
         except ServeError as exc:
             observer.close(exc.status, None, exc.message)
             return error_response(exc, request_id, is_sse=_wants_stream(body))
         events = self.service.run(job)
         if chat.stream:
-            return await self._stream(job, events, observer)
+            return await self._stream(job, events, observer, request)
         return await self._complete(job, events, observer, request)
 
-    async def _stream(self, job: Job, events: AsyncIterator[ChatEvent], observer: RequestObserver) -> Response:
+    def _inject_fault(self, request: Request) -> bool:
+        """The test seam: honoured only with ``[server] test_faults = true``; otherwise never looked at."""
+        if not self.options.test_faults:
+            return False
+        value = request.headers.get(FAULT_HEADER)
+        if value is None:
+            return False
+        if value != "sample":
+            raise InvalidParameter(f"{FAULT_HEADER} must be 'sample', not {value!r}")
+        return True
+
+    async def _stream(
+        self, job: Job, events: AsyncIterator[ChatEvent], observer: RequestObserver, request: Request
+    ) -> Response:
+        # Queued or prefilling, the request has sent nothing yet: only watching the connection tells whether
+        # the client is still there. Queueing errors still get their HTTP status.
         try:
-            first = await anext(events)  # queueing errors still get their HTTP status
+            first = await _unless_disconnected(anext(events), request)
         except ServeError as exc:
             await _close(job, events)
             observer.close(exc.status, None, exc.message)
             return error_response(exc, job.request_id, is_sse=True)
-        return StreamingResponse(
+        except Exception:
+            await _close(job, events)
+            log.exception("stream %s failed before its first event", job.request_id)
+            observer.close(500, None, "internal error")
+            return error_response(InternalError(), job.request_id, is_sse=True)
+        if first is _LEFT:
+            await _close(job, events)
+            observer.close(CLIENT_CLOSED, None, "client disconnected before the first event")
+            return Response(status_code=CLIENT_CLOSED)
+        return ClosingStreamingResponse(
             self._sse(job, first, events, observer),
+            on_close=lambda: _close(job, events),
             media_type="text/event-stream",
             headers={"x-request-id": job.request_id, "cache-control": "no-cache"},
-            background=BackgroundTask(_close, job, events),  # also when the body never started
         )
 
     async def _sse(
@@ -97,6 +130,9 @@ class ChatRoute:
             status, error = 500, repr(exc)
             yield frame(error_body(InternalError(), job.request_id))
             yield DONE
+        except BaseException:  # cancelled: the client left mid-stream (Starlette cancels the body)
+            status, error = CLIENT_CLOSED, "client disconnected"
+            raise
         finally:
             await events.aclose()  # type: ignore[attr-defined]
             observer.close(status if error else 200, job.usage, error)
@@ -119,12 +155,27 @@ class ChatRoute:
             return error_response(exc, job.request_id)
         finally:
             await _close(job, events)
-        if answer is None:  # the client left; run() was cancelled and its sequences freed
-            observer.close(499, job.usage, "client disconnected")
-            return Response(status_code=499)
+        if answer is _LEFT:  # the client left; run() was cancelled and its sequences freed
+            observer.close(CLIENT_CLOSED, job.usage, "client disconnected")
+            return Response(status_code=CLIENT_CLOSED)
         observer.close(200, job.usage)
         payload = completion_json(answer, job.completion_id, job.model_name, job.created)
         return Response(dumps(payload), media_type="application/json", headers={"x-request-id": job.request_id})
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse whose close hook always runs: Starlette skips its background task when the client
+    disconnects under ASGI spec 2.4 (ClientDisconnect is raised first), and the job must be closed anyway."""
+
+    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], Awaitable[None]], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._on_close()
 
 
 async def _close(job: Job, events: AsyncIterator[ChatEvent]) -> None:
@@ -135,8 +186,8 @@ async def _close(job: Job, events: AsyncIterator[ChatEvent]) -> None:
         job.close()
 
 
-async def _unless_disconnected(work: Any, request: Request) -> Any:
-    """Run ``work`` but cancel it when the client disconnects (non-streaming requests, spec §4.12)."""
+async def _unless_disconnected(work: Awaitable[Any], request: Request) -> Any:
+    """``work``'s result, or _LEFT (``work`` cancelled) as soon as the client disconnects (spec §4.12)."""
     task = asyncio.ensure_future(work)
 
     async def disconnected() -> None:
@@ -148,11 +199,14 @@ async def _unless_disconnected(work: Any, request: Request) -> Any:
     watcher = asyncio.ensure_future(disconnected())
     try:
         done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this handler was cancelled (shutdown): the work must not outlive it
+        task.cancel()
+        raise
     finally:
         watcher.cancel()
     if task in done:
         return task.result()
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    with contextlib.suppress(asyncio.CancelledError, Exception):  # nobody is left to answer
         await task
-    return None
+    return _LEFT

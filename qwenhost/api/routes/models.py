@@ -7,7 +7,8 @@ from starlette.responses import JSONResponse, Response
 
 from qwenhost.api.errors import error_response
 from qwenhost.core import ids
-from qwenhost.core.errors import ModelNotFound
+from qwenhost.core.errors import ModelNotFound, ServiceUnavailable
+from qwenhost.ops.lifecycle import SHUTDOWN_MESSAGE, Lifecycle
 from qwenhost.service.models import ModelRegistry, ServedModel
 
 
@@ -39,8 +40,21 @@ class ModelsRoute:
 
 
 class HealthRoute:
-    def __init__(self, registry: ModelRegistry) -> None:
+    """200 while every engine serves; 503 with the envelope and the reason while draining or when an engine
+    is not serving (stalled, stopped), so a load balancer or process manager stops sending traffic."""
+
+    def __init__(self, registry: ModelRegistry, lifecycle: Lifecycle) -> None:
         self.registry = registry
+        self.lifecycle = lifecycle
 
     async def handle(self, request: Request) -> Response:
+        reason = self.unhealthy_reason()
+        if reason is not None:
+            return error_response(ServiceUnavailable(reason), ids.new_request_id())
         return JSONResponse({"status": "ok", "models": [m.name for m in self.registry]})
+
+    def unhealthy_reason(self) -> str | None:
+        if self.lifecycle.is_draining:
+            return SHUTDOWN_MESSAGE
+        reasons = [f"{m.name}: {reason}" for m in self.registry if (reason := m.backend.health()) is not None]
+        return "; ".join(reasons) or None

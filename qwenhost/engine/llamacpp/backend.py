@@ -37,6 +37,7 @@ class EngineConfig:
     scheduler: SchedulerConfig
     mmproj: str | None = None  # the multimodal projector GGUF (vision/audio encoder), loaded with mtmd
     max_image_tokens: int = 16384  # mtmd must never shrink an image we already sized (spec §4.11)
+    watchdog_s: float = 60.0  # no step for this long while there is work: health() says why (config watchdog_s)
 
 
 class LlamaCppBackend:

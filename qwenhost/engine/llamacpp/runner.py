@@ -67,7 +67,8 @@ class KvCacheFull(DecodeError):
     pass
 
 
-_GGML_TYPES = {"f16": 1, "f32": 0, "q8_0": 8, "q4_0": 2, "bf16": 30}
+# ggml_type ids of the KV cache types llama.cpp accepts (config.KV_CACHE_TYPES); any other name is refused.
+_GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30}
 
 
 class LlamaRunner:
@@ -75,6 +76,8 @@ class LlamaRunner:
 
     def __init__(self, config: RunnerConfig) -> None:
         self.config = config
+        if config.kv_cache_type not in _GGML_TYPES:  # before anything is loaded
+            raise ValueError(f"unknown kv_cache_type {config.kv_cache_type!r}; known: {', '.join(_GGML_TYPES)}")
         L.llama_log_set(LOG_CALLBACK, ctypes.c_void_p(0))
         L.llama_backend_init()
         model_params = L.llama_model_default_params()
@@ -104,8 +107,7 @@ class LlamaRunner:
         ctx_params.swa_full = True
         if config.flash_attn is not None:
             ctx_params.flash_attn_type = 1 if config.flash_attn else 0
-        if config.kv_cache_type in _GGML_TYPES:
-            ctx_params.type_k = ctx_params.type_v = _GGML_TYPES[config.kv_cache_type]
+        ctx_params.type_k = ctx_params.type_v = _GGML_TYPES[config.kv_cache_type]
         self.ctx = L.llama_init_from_model(self.model, ctx_params)
         if not self.ctx:
             L.llama_model_free(self.model)
