@@ -167,8 +167,9 @@ class _Source:
 
 def _media(raw: Any, allow_private_urls: bool | None, source: _Source) -> MediaPolicy:
     """The [media] table: fetch limits and the SSRF switch (spec §4.11; docs/multimodal.md)."""
+    values = source.table(raw, MediaPolicy, "[media]")
     try:
-        policy = MediaPolicy(**source.table(raw, MediaPolicy, "[media]"))
+        policy = MediaPolicy(**values)
     except ValueError as exc:  # MediaPolicy checks its own ranges
         raise ConfigError(f"{source.path}: {exc}") from None
     if allow_private_urls is not None:
