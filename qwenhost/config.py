@@ -80,6 +80,9 @@ class ModelConfig:
     threads: int | None = None
     threads_batch: int | None = None
     gpu_layers: int = 0
+    # llama.cpp's CPU extra buffer types (AMX kernels, repacked weights; llama-server's --no-repack).
+    # None: on, unless this CPU advertises AMX and a probe decode with them crashes (some VMs).
+    weight_repack: bool | None = None
     max_waiting: int = 64
     queue_timeout_s: float = 120.0
     cache_slots: int = 4  # explicit-cache (cache_control) entries kept at once

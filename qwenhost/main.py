@@ -12,8 +12,9 @@ from starlette.applications import Starlette
 
 from qwenhost.api.app import create_app
 from qwenhost.api.options import EdgeOptions
-from qwenhost.config import ConfigError, ModelConfig, ServerConfig, Settings
+from qwenhost.config import ConfigError, ModelConfig, ServerConfig, Settings, embedded_model_path
 from qwenhost.engine.llamacpp.backend import EngineConfig, LlamaCppBackend
+from qwenhost.engine.llamacpp.cpu_probe import extra_buffers_work
 from qwenhost.engine.llamacpp.runner import RunnerConfig
 from qwenhost.engine.llamacpp.scheduler import SchedulerConfig
 from qwenhost.engine.protocol import Backend
@@ -29,6 +30,20 @@ from qwenhost.templates.renderer import ChatTemplate, builtin_template
 log = logging.getLogger("qwenhost")
 
 
+def weight_repack(mc: ModelConfig) -> bool:
+    """The model's setting, or on unless this machine's CPU cannot run the extra buffer types."""
+    if mc.weight_repack is not None:
+        return mc.weight_repack
+    if extra_buffers_work(embedded_model_path()):
+        return True
+    log.warning(
+        "this CPU advertises AMX but a probe decode with llama.cpp's extra buffer types crashed (a VM without "
+        "AMX state?): weight repacking is off for %s. Set weight_repack = true in its [[models]] table to force it.",
+        mc.name,
+    )
+    return False
+
+
 def engine_config(mc: ModelConfig, max_image_tokens: int = 16384) -> EngineConfig:
     threads = mc.threads or os.cpu_count() or 1
     runner = RunnerConfig(
@@ -41,6 +56,7 @@ def engine_config(mc: ModelConfig, max_image_tokens: int = 16384) -> EngineConfi
         context_length=mc.context_length,
         parallel=mc.parallel,
         n_gpu_layers=mc.gpu_layers,
+        weight_repack=weight_repack(mc),
         kv_cache_type=mc.kv_cache_type,
         kv_split=mc.is_kv_split,
     )

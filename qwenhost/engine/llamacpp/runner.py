@@ -54,6 +54,9 @@ class RunnerConfig:
     # attends over its own sequence's cells only, which decodes faster, but a prefix shared across
     # slots is a whole-stream copy and every stream is sized for a full context.
     kv_split: bool = False
+    # llama.cpp's CPU extra buffer types (AMX kernels, repacked Q4_0/IQ4_NL weights); off where they
+    # crash (engine/llamacpp/cpu_probe.py), as llama-server's --no-repack.
+    weight_repack: bool = True
 
 
 DEFAULT_CONTEXT = 8192
@@ -82,6 +85,7 @@ class LlamaRunner:
         L.llama_backend_init()
         model_params = L.llama_model_default_params()
         model_params.n_gpu_layers = config.n_gpu_layers
+        model_params.use_extra_bufts = config.weight_repack
         self.model = L.llama_model_load_from_file(config.model_path.encode(), model_params)
         if not self.model:
             raise RuntimeError(f"could not load the GGUF model at {config.model_path}")
