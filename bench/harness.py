@@ -126,8 +126,15 @@ def llama_server_cmd(binary: str, port: int, parallel: int, context: int, thread
     return [
         binary, "-m", embedded_model_path(), "--host", "127.0.0.1", "--port", str(port),
         "-t", str(threads), "-tb", str(threads), "-np", str(parallel), "-c", str(context * parallel),
-        "--jinja", "--no-webui",
+        "--jinja", "--no-webui", *repack_args(),
     ]  # fmt: skip
+
+
+def repack_args() -> list[str]:
+    """llama-server's --no-repack where qwenhost turns repacking off too (cpu_probe): the same kernels."""
+    from qwenhost.engine.llamacpp.cpu_probe import extra_buffers_work
+
+    return [] if extra_buffers_work(embedded_model_path()) else ["--no-repack"]
 
 
 @contextlib.contextmanager
