@@ -10,7 +10,7 @@ import threading
 from collections import OrderedDict
 from itertools import count
 
-from qwenhost.core.errors import InvalidParameter, ServeError, ServiceUnavailable, Throttled
+from qwenhost.core.errors import InvalidParameter, ServeError, Throttled
 
 
 class Admission:
@@ -89,4 +89,3 @@ class Reservation:
     @property
     def is_released(self) -> bool:
         return self._released
-
