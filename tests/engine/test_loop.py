@@ -143,3 +143,12 @@ def test_if_the_thread_dies_its_requests_fail_and_it_says_so() -> None:
     assert isinstance(e.inbox.until_done("a")[-1], InternalError)
     e.loop.stop(timeout_s=WAIT_S)
     assert not e.loop.is_alive
+
+
+def test_a_request_submitted_after_the_thread_left_fails_at_once() -> None:
+    e = Engine()
+    e.loop.start()
+    e.loop.stop()
+    e.loop.submit(request("late", [1], max_new=1))
+    last = e.inbox.until_done("late")[-1]
+    assert isinstance(last, ServiceUnavailable)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from qwenhost.core.errors import InternalError, ServeError, ServiceUnavailable
-from qwenhost.engine.llamacpp.commands import Abort, CancelAll, Command, MediaDone, Publish, Stop, Submit
+from qwenhost.engine.llamacpp.commands import Abort, CancelAll, Command, Delivery, MediaDone, Publish, Stop, Submit
 from qwenhost.engine.llamacpp.executor import EngineExecutor
 from qwenhost.engine.protocol import GenerationRequest
 
@@ -41,6 +41,7 @@ class EngineLoop:
         self._commands: deque[Command] = deque()
         self._wake = threading.Condition()
         self._stopped = False
+        self._closed: ServeError | None = None  # set once the thread has left: later submits fail at once
         self._progress_s = clock()  # when the loop last made progress (or had nothing to do)
         self._thread = threading.Thread(target=self._run, name="qwenhost-engine", daemon=True)
 
@@ -66,8 +67,12 @@ class EngineLoop:
 
     def _command(self, command: Command) -> None:
         with self._wake:
-            self._commands.append(command)
-            self._wake.notify()
+            closed = self._closed
+            if closed is None:
+                self._commands.append(command)
+                self._wake.notify()
+        if closed is not None and isinstance(command, Submit):  # nobody would ever answer it
+            self.publish([Delivery(command.request.request_id, closed)])
 
     # -- watched from other threads ---------------------------------------------------------------
     @property
@@ -118,11 +123,8 @@ class EngineLoop:
                     self._wake.wait(timeout=_MEDIA_WAIT_S)
 
     def _drain(self) -> None:
-        while True:
-            with self._wake:
-                if not self._commands:
-                    break
-                command = self._commands.popleft()
+        while self._commands:  # only this thread pops: no lock needed (deque operations are atomic)
+            command = self._commands.popleft()
             if isinstance(command, Stop):
                 self._stopped = True
                 break
@@ -143,9 +145,11 @@ class EngineLoop:
 
     def _finish(self, error: ServeError) -> None:
         """Leaving: every request still in flight (or still in the inbox) gets ``error``."""
+        with self._wake:
+            self._closed = error
+            left, self._commands = list(self._commands), deque()
         try:
-            while self._commands:
-                command = self._commands.popleft()
+            for command in left:
                 if isinstance(command, Submit):
                     self.executor.fail_request(command.request.request_id, error)
             self.executor.fail_all(error)
