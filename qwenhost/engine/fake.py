@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from qwenhost.core.errors import ServeError, Throttled
+from qwenhost.core.errors import InternalError, ServeError, Throttled
 from qwenhost.core.types import CacheReport
 from qwenhost.engine.admission import Admission
 from qwenhost.engine.protocol import (
@@ -35,6 +35,16 @@ def echo_script(request: GenerationRequest, choice: int) -> str:
     return "Hello from the fake model."
 
 
+class FakeTokenizer:
+    """The fake vocabulary: one token per character, its Unicode code point."""
+
+    def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
+        return [ord(c) for c in text]
+
+    def detokenize(self, tokens: list[int]) -> bytes:
+        return "".join(chr(t) for t in tokens if t > 0).encode("utf-8")
+
+
 @dataclass
 class FakeBackend:
     """Answers each choice with ``script(request, choice)``; honours max_new_tokens, stop ids and strings."""
@@ -53,7 +63,6 @@ class FakeBackend:
     @property
     def info(self) -> ModelInfo:
         return ModelInfo(
-            n_ctx_train=self.context_length,
             context_length=self.context_length,
             n_vocab=0x110000,
             chat_template=self.chat_template,
@@ -65,8 +74,8 @@ class FakeBackend:
         )
 
     @property
-    def tokenizer(self) -> FakeBackend:
-        return self
+    def tokenizer(self) -> FakeTokenizer:
+        return FakeTokenizer()
 
     def reserve(self, num_seqs: int) -> Reservation:
         if self.admission.in_flight_requests >= self.capacity:  # one event loop: no race to guard
@@ -78,6 +87,8 @@ class FakeBackend:
         self.in_flight += 1
         finished = False
         try:
+            if request.inject_fault:  # the engine's test seam: the request fails at its first token
+                raise InternalError()
             yield PromptDone(len(request.prompt), CacheReport())
             texts = [self.script(request, c) for c in range(request.n)]
             streams = [self._tokens(request, c, t) for c, t in enumerate(texts)]
@@ -119,12 +130,6 @@ class FakeBackend:
                 return out
         out.append(TokenOut(choice, END_TOKEN, b"", finish="stop", is_end=True))
         return out
-
-    def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
-        return [ord(c) for c in text]
-
-    def detokenize(self, tokens: list[int]) -> bytes:
-        return "".join(chr(t) for t in tokens if t > 0).encode("utf-8")
 
     def build_prompt(self, pieces: Sequence[PromptPiece]) -> EnginePrompt:
         raise NotImplementedError("the fake model is text-only (info.media is None)")

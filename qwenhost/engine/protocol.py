@@ -180,7 +180,6 @@ EngineOutput = PromptDone | StepOut
 class ModelInfo:
     """What the service needs to know about a loaded model."""
 
-    n_ctx_train: int
     context_length: int
     n_vocab: int
     chat_template: str | None
@@ -189,7 +188,6 @@ class ModelInfo:
     metadata: Mapping[str, str]
     special_tokens: Mapping[str, int]  # text of control/special tokens -> id
     end_tokens: frozenset[int] = frozenset()  # end-of-generation tokens (EOS, EOT, <|im_end|> …)
-    architecture: str = ""
     media: MediaCapabilities | None = None  # None: a text-only model
 
 
@@ -214,8 +212,14 @@ class GrammarVocabulary(Protocol):
 
 
 class Backend(Protocol):
-    info: ModelInfo
-    tokenizer: Tokenizer
+    """What the service needs of an engine: capabilities (info), a tokenizer, capacity, generation, stats,
+    health and shutdown. Loading is the composition root's business (main.py starts the concrete class)."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    @property
+    def tokenizer(self) -> Tokenizer: ...
 
     def reserve(self, num_seqs: int) -> Reservation:
         """Hold room for a request of ``num_seqs`` sequences or raise at once: Throttled (429) when full,
@@ -245,6 +249,5 @@ class Backend(Protocol):
     def stop_admitting(self, error: ServeError) -> None:
         """Every reserve() from now on raises ``error`` (the server is shutting down)."""
 
-    def start(self) -> None: ...
-
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Stop the engine (what is still in flight ends with ServiceUnavailable) and free the model."""

@@ -210,11 +210,11 @@ def test_models_list_and_metrics() -> None:
 
 def test_fault_header_reaches_the_engine_only_when_test_faults_is_on() -> None:
     body = {"model": "qwen-plus", "messages": USER}
-    for test_faults, expected in ((False, False), (True, True)):
+    for test_faults, expected, status in ((False, False, 200), (True, True, 500)):
         backend = FakeBackend()
         client = make_client(backend, options=EdgeOptions(test_faults=test_faults))
-        assert client.post(URL, json=body, headers={FAULT_HEADER: "sample"}).status_code == 200
-        assert client.post(URL, json=body).status_code == 200
+        assert client.post(URL, json=body, headers={FAULT_HEADER: "sample"}).status_code == status
+        assert client.post(URL, json=body).status_code == 200  # the fault failed only its own request
         assert [r.inject_fault for r in backend.requests] == [expected, False]
     off = make_client(options=EdgeOptions(test_faults=False))
     assert off.post(URL, json=body, headers={FAULT_HEADER: "anything"}).status_code == 200  # no effect at all

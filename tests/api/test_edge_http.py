@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from qwenhost.api.app import create_app
 from qwenhost.api.options import EdgeOptions
 from qwenhost.config import DASHSCOPE_ALIASES, ModelConfig
-from qwenhost.engine.fake import FakeBackend
+from qwenhost.engine.fake import FakeBackend, FakeTokenizer
 from qwenhost.engine.protocol import EngineOutput, GenerationRequest, Reservation
 from qwenhost.main import served_model
 from qwenhost.ops.auth import KeyStore
@@ -38,13 +38,19 @@ USER = [{"role": "user", "content": "hi"}]
 GOOD = {"model": "qwen-plus", "messages": USER}
 
 
-class ExplodingBackend(FakeBackend):
+class ExplodingTokenizer(FakeTokenizer):
     """A bug stand-in: tokenizing text that holds BOOM raises an unexpected exception."""
 
     def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
         if "BOOM" in text:
             raise RuntimeError("a bug in the tokenizer")
         return super().tokenize(text, add_special=add_special, parse_special=parse_special)
+
+
+class ExplodingBackend(FakeBackend):
+    @property
+    def tokenizer(self) -> FakeTokenizer:
+        return ExplodingTokenizer()
 
 
 class QueuedBackend(FakeBackend):

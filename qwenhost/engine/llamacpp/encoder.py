@@ -1,4 +1,4 @@
-"""The media encoder thread and the embeddings it produced, shared by content key across requests.
+"""The media encoder thread, the embeddings it produced (shared by content key), and the feed to the engine.
 
 The engine thread asks for a span's embeddings and keeps decoding text; the encoder thread runs the
 vision/audio tower (mtmd) and posts the result back to the engine loop's inbox. Identical media
@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from qwenhost.engine.llamacpp.plan import MediaSlice
 from qwenhost.engine.llamacpp.projector import Projector
+from qwenhost.engine.llamacpp.sequence import Group
 from qwenhost.engine.protocol import MediaSpan
 
 log = logging.getLogger("qwenhost.media")
@@ -88,9 +91,11 @@ class MediaEncoder:
         self._jobs.put(None)
         self._thread.join(timeout=10)
 
-    def _run(self) -> None:
-        import time
+    @property
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
 
+    def _run(self) -> None:
         while True:
             span = self._jobs.get()
             if span is None:
@@ -107,3 +112,38 @@ class MediaEncoder:
             self.stats.tokens += span.n_tokens
             self.stats.seconds += time.perf_counter() - started
             self._done(span.key, array)
+
+
+class MediaFeed:
+    """Between the engine thread and the encoder: who wants which span's embeddings, and their rows.
+    Lives on the engine thread; ``done`` is the engine's inbox (called from the encoder thread)."""
+
+    def __init__(self, projector: Projector, done: Done) -> None:
+        self.projector = projector
+        self.encoder = MediaEncoder(projector, done)
+        self._store = EmbeddingStore()
+
+    def want(self, group: Group, index: int) -> bool:
+        """Ask for span ``index`` of ``group``; True when its embeddings are here already."""
+        span = group.request.media[index]
+        wanted = self._store.want(span.key, (group.request_id, index))
+        if wanted == "encode":
+            self.encoder.submit(span)
+        return wanted == "ready"
+
+    def deliver(self, key: int, array: np.ndarray | None) -> set[User]:
+        """The encoder finished ``key`` (None: it failed); returns the spans that were waiting for it."""
+        return self._store.deliver(key, array)
+
+    def slice_input(self, piece: MediaSlice) -> tuple[np.ndarray, np.ndarray]:
+        """The embedding rows of ``piece`` and their positions (n_pos_per_embd x rows)."""
+        span = piece.group.request.media[piece.index]
+        rows = self._store.rows(span.key, piece.start, piece.stop)
+        return rows, self.projector.positions(span, piece.start, piece.stop)
+
+    def release_span(self, group: Group, index: int) -> None:
+        self._store.release(group.request.media[index].key, (group.request_id, index))
+
+    def release(self, group: Group) -> None:
+        for index in range(len(group.request.media)):
+            self.release_span(group, index)

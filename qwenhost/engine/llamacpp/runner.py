@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import llama_cpp as L
 import numpy as np
 
-from qwenhost.engine.llamacpp.scheduler import BatchToken, MemOp
+from qwenhost.engine.llamacpp.plan import BatchToken, MemOp
 from qwenhost.engine.protocol import ModelInfo
 
 log = logging.getLogger("qwenhost.llama")
@@ -213,10 +213,6 @@ class LlamaRunner:
         if status != 0:
             raise DecodeError(f"llama_decode returned {status} for media embeddings")
 
-    @property
-    def n_embd_inp(self) -> int:
-        return int(L.llama_model_n_embd_inp(self.model))
-
     def logits(self, row: int) -> np.ndarray:
         ptr = L.llama_get_logits_ith(self.ctx, row)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
@@ -284,7 +280,6 @@ class LlamaRunner:
         bos = L.llama_vocab_bos(self.vocab)
         eos = L.llama_vocab_eos(self.vocab)
         return ModelInfo(
-            n_ctx_train=L.llama_model_n_ctx_train(self.model),
             context_length=self.context_length,
             n_vocab=self.n_vocab,
             chat_template=template.decode("utf-8") if template else None,
@@ -293,19 +288,7 @@ class LlamaRunner:
             metadata=meta,
             special_tokens=special,
             end_tokens=self.eog,
-            architecture=meta.get("general.architecture", ""),
         )
-
-    def kv_cells_used(self, seq_ids: Iterable[int]) -> int:
-        """An upper bound on occupied cells: the highest position held by each sequence."""
-        total = 0
-        for seq_id in seq_ids:
-            hi = L.llama_memory_seq_pos_max(self.memory, seq_id)
-            total += max(hi + 1, 0)
-        return total
-
-    def metadata(self) -> Mapping[str, str]:
-        return self.info.metadata
 
     def close(self) -> None:
         if self.ctx:

@@ -1,0 +1,136 @@
+"""The per-sequence decoder: sampler, grammar constraint, thought tracking, stop tail and forced tokens.
+
+One per running choice, on the engine thread. It turns one logits row into one TokenOut and says when
+the choice ends; the scheduler keeps where the sequence's cells are, the decoder what it means.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from qwenhost.core.types import SamplingParams
+from qwenhost.engine.llamacpp.sampler import mask_logits, token_logprobs
+from qwenhost.engine.protocol import EngineFinish, GenerationRequest, TokenAlternative, TokenConstraint, TokenOut
+from qwenhost.engine.thought import ThoughtTracker
+
+
+class Sampler(Protocol):
+    """A seeded sampler chain (sampler.SequenceSampler on llama.cpp)."""
+
+    def sample(self, row: int) -> int: ...
+
+    def sample_array(self, logits: np.ndarray) -> int: ...
+
+    def accept(self, token: int) -> None: ...
+
+    def free(self) -> None: ...
+
+
+SamplerFactory = Callable[[SamplingParams, Sequence[int]], Sampler]  # (params, prompt) -> sampler
+
+
+class Vocabulary(Protocol):
+    """What a decoder reads of the model: logits rows of the last decode, token pieces, end tokens."""
+
+    @property
+    def pieces(self) -> Sequence[bytes]: ...
+
+    @property
+    def eog(self) -> frozenset[int]: ...
+
+    def logits(self, row: int) -> np.ndarray: ...
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the test seam (GenerationRequest.inject_fault) inside a request's first sampling."""
+
+    def __init__(self) -> None:
+        super().__init__("injected fault")
+
+
+class SequenceDecoder:
+    def __init__(self, request: GenerationRequest, choice: int, sampler: Sampler, vocab: Vocabulary) -> None:
+        self.choice = choice
+        self.sampler = sampler
+        self.vocab = vocab
+        self.constraint: TokenConstraint | None = request.constraint() if request.constraint is not None else None
+        self.stop_ids = frozenset(s[0] for s in request.stop_sequences if len(s) == 1)
+        self.stop_strings = request.stop_strings
+        self._stop_span = max((len(s) for s in request.stop_strings), default=0)
+        self.tail = b""  # the last bytes of output, for stop strings that span tokens
+        budget = request.reasoning_budget
+        self.thought = ThoughtTracker(budget) if budget is not None else None
+        self.forced: deque[int] = deque()  # tokens emitted next without sampling (thinking budget)
+        self.top_logprobs = request.top_logprobs
+        self.max_new_tokens = request.max_new_tokens
+        self.num_generated = 0
+        self._is_fault_armed = request.inject_fault
+
+    def next_token(self, row: int, stored: np.ndarray | None = None) -> TokenOut:
+        """Choose the next token from logits row ``row`` of the last decode, or from ``stored``: the
+        logits kept for an identical prompt whose KV is reused whole (see KvCache.best_source)."""
+        if self._is_fault_armed:
+            raise InjectedFault()
+        wants_logprobs = self.top_logprobs is not None
+        logits: np.ndarray | None = None
+        if stored is not None:
+            logits = stored.copy() if self.constraint is not None else stored  # the kept row stays intact
+        elif wants_logprobs or self.constraint is not None:
+            logits = self.vocab.logits(row)
+        raw = logits.copy() if (wants_logprobs and logits is not None and self.constraint is not None) else logits
+        token = self._choose(row, logits, is_stored=stored is not None)
+        if self.constraint is not None:
+            self.constraint.consume(token)
+        logprob: float | None = None
+        top: tuple[TokenAlternative, ...] = ()
+        if wants_logprobs and raw is not None:
+            logprob, alternatives = token_logprobs(raw, token, self.top_logprobs or 0)
+            top = tuple(TokenAlternative(t, self.vocab.pieces[t], lp) for t, lp in alternatives)
+        self.num_generated += 1
+        finish, is_end = self._check_finish(token)
+        piece = b"" if is_end else self.vocab.pieces[token]
+        return TokenOut(self.choice, token, piece, finish=finish, is_end=is_end, logprob=logprob, top=top)
+
+    def _choose(self, row: int, logits: np.ndarray | None, *, is_stored: bool) -> int:
+        if self.forced:
+            token = self.forced.popleft()
+            self.sampler.accept(token)
+            return token
+        if self.constraint is not None and logits is not None:
+            # A token the grammar forces needs no mask (one token per step; the rest follow).
+            forced = self.constraint.forced_tokens()
+            if forced:
+                self.sampler.accept(forced[0])
+                return forced[0]
+            allowed = self.constraint.allowed_tokens()
+            if allowed is not None:
+                mask_logits(logits, allowed)
+        if is_stored and logits is not None:
+            return self.sampler.sample_array(logits)
+        return self.sampler.sample(row)
+
+    def _check_finish(self, token: int) -> tuple[EngineFinish | None, bool]:
+        if token in self.vocab.eog or token in self.stop_ids:
+            return "stop", True
+        if self.stop_strings:
+            piece = self.vocab.pieces[token]
+            self.tail = (self.tail + piece)[-(len(piece) + self._stop_span) :]
+            if any(s in self.tail for s in self.stop_strings):
+                return "stop", False
+        if self.constraint is not None and self.constraint.is_finished():
+            return "stop", False
+        if self.thought is not None:
+            # thinking_budget: once the thought has used it, the close tag is forced (spec §1.3 #21).
+            self.forced.extend(self.thought.on_token(token, self.vocab.pieces[token]))
+            if self.thought.is_answer_done:
+                return "length", False
+        if self.num_generated >= self.max_new_tokens:
+            return "length", False
+        return None, False
+
+    def free(self) -> None:
+        self.sampler.free()

@@ -1,0 +1,149 @@
+"""The per-sequence decoder: sampling, grammar masks and forced tokens, thought budget, stops, the fault seam."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from qwenhost.core.types import SamplingParams
+from qwenhost.engine.llamacpp.decoder import InjectedFault, SequenceDecoder
+from qwenhost.engine.protocol import GenerationRequest, ReasoningBudget, TokenConstraint
+from tests.engine.fakes import FakeSampler
+
+END, A, B, C, CLOSE = 0, 1, 2, 3, 4
+PIECES = [b"", b"A", b"B", b"C", b"</think>", b"x", b"y", b"z"]
+
+
+class Vocab:
+    """Logits peak at ``best`` (row 0); ``logits`` hands out the same array each time, as llama.cpp does."""
+
+    def __init__(self, best: int = A) -> None:
+        self.pieces: Sequence[bytes] = PIECES
+        self.eog = frozenset({END})
+        self.row = np.zeros(len(PIECES), dtype=np.float32)
+        self.row[best] = 5.0
+
+    def logits(self, row: int) -> np.ndarray:
+        return self.row
+
+
+class Runner:
+    """FakeSampler reads logits through a runner."""
+
+    def __init__(self, vocab: Vocab) -> None:
+        self.vocab = vocab
+
+    def logits(self, row: int) -> np.ndarray:
+        return self.vocab.row
+
+
+class OnlyToken:
+    """A grammar that allows one token, forces ``forced`` when given, and finishes after ``length`` tokens."""
+
+    def __init__(self, allowed: int, forced: list[int] | None = None, length: int = 99) -> None:
+        self.mask = np.zeros(len(PIECES), dtype=bool)
+        self.mask[allowed] = True
+        self.forced = forced or []
+        self.length = length
+        self.consumed: list[int] = []
+
+    def allowed_tokens(self) -> np.ndarray:
+        return self.mask
+
+    def consume(self, token_id: int) -> None:
+        self.consumed.append(token_id)
+
+    def forced_tokens(self) -> list[int]:
+        return self.forced
+
+    def is_finished(self) -> bool:
+        return len(self.consumed) >= self.length
+
+
+def make(
+    vocab: Vocab | None = None, constraint: TokenConstraint | None = None, **fields: object
+) -> tuple[SequenceDecoder, FakeSampler]:
+    vocab = vocab or Vocab()
+    values: dict[str, object] = {"max_new_tokens": 8}
+    values.update(fields)
+    request = GenerationRequest(
+        "r",
+        (A,),
+        (SamplingParams(),),
+        constraint=(lambda: constraint) if constraint is not None else None,
+        **values,  # type: ignore[arg-type]
+    )
+    sampler = FakeSampler(Runner(vocab))  # type: ignore[arg-type]
+    return SequenceDecoder(request, 0, sampler, vocab), sampler
+
+
+def test_samples_and_ends_with_length() -> None:
+    decoder, _ = make(max_new_tokens=2)
+    first = decoder.next_token(0)
+    second = decoder.next_token(0)
+    assert (first.token_id, first.piece, first.finish) == (A, b"A", None)
+    assert second.finish == "length" and not second.is_end
+
+
+def test_an_end_token_stops_without_text() -> None:
+    decoder, _ = make(Vocab(best=END))
+    out = decoder.next_token(0)
+    assert out.finish == "stop" and out.is_end and out.piece == b""
+
+
+def test_a_stop_string_spanning_tokens_stops() -> None:
+    vocab = Vocab(best=A)
+    decoder, _ = make(vocab, stop_strings=(b"AB",))
+    assert decoder.next_token(0).finish is None
+    vocab.row[:] = 0
+    vocab.row[B] = 5.0
+    out = decoder.next_token(0)
+    assert out.finish == "stop" and not out.is_end and out.piece == b"B"  # the text keeps it; parsing cuts it
+
+
+def test_the_injected_fault_raises_inside_the_first_sampling() -> None:
+    decoder, sampler = make(inject_fault=True)
+    with pytest.raises(InjectedFault, match="injected fault"):
+        decoder.next_token(0)
+    assert not sampler.accepted  # nothing was sampled
+
+
+def test_a_grammar_masks_the_row_and_forced_tokens_skip_sampling() -> None:
+    grammar = OnlyToken(allowed=C)
+    decoder, sampler = make(constraint=grammar)
+    assert decoder.next_token(0).token_id == C  # A had the best logit but is not allowed
+    grammar.forced = [B]
+    assert decoder.next_token(0).token_id == B
+    assert grammar.consumed == [C, B] and sampler.accepted == [C, B]
+
+
+def test_a_finished_grammar_stops_the_choice() -> None:
+    decoder, _ = make(constraint=OnlyToken(allowed=A, length=1))
+    assert decoder.next_token(0).finish == "stop"
+
+
+def test_the_thinking_budget_forces_the_close_tag() -> None:
+    budget = ReasoningBudget(budget=1, close_tokens=(CLOSE,), open_at_start=True, max_answer_tokens=1)
+    decoder, sampler = make(reasoning_budget=budget)
+    assert decoder.next_token(0).token_id == A  # one thought token: the budget is spent
+    closing = decoder.next_token(0)
+    assert closing.token_id == CLOSE and sampler.accepted[-1] == CLOSE  # forced, and the sampler knows
+    answer = decoder.next_token(0)
+    assert answer.finish == "length"  # max_tokens bounds the answer only
+
+
+def test_logprobs_come_from_the_raw_row_even_under_a_mask() -> None:
+    decoder, _ = make(constraint=OnlyToken(allowed=C), top_logprobs=2)
+    out = decoder.next_token(0)
+    assert out.token_id == C and out.logprob is not None
+    assert out.top[0].token_id == A  # the unmasked favourite is reported as an alternative
+
+
+def test_kept_logits_are_sampled_without_being_changed() -> None:
+    stored = np.zeros(len(PIECES), dtype=np.float32)
+    stored[A] = 5.0
+    decoder, _ = make(constraint=OnlyToken(allowed=B))
+    assert decoder.next_token(-1, stored).token_id == B
+    assert stored[A] == 5.0 and np.isfinite(stored).all()  # the mask went to a copy
