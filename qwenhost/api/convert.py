@@ -315,7 +315,9 @@ def parse_chat_request(body: Any) -> ChatRequest:
     tools = _tools(body.get("tools"))
     if tools and n != 1:
         raise InvalidParameter("The n parameter must be 1 when tools are provided.")
-    limits = {key: _optional_int(body, key) for key in ("max_tokens", "max_completion_tokens", "thinking_budget")}
+    limits: dict[str, Any] = {
+        k: _optional_int(body, k) for k in ("max_tokens", "max_completion_tokens", "thinking_budget")
+    }
     thinking, outputs = _thinking(body), _outputs(body)  # checked in the order DashScope reports them
     return ChatRequest(
         model=model,
