@@ -122,6 +122,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench_cli(args)
 
 
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve", help="start the API server", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--host", help="address to bind (default 127.0.0.1; others need API keys)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument(
+        "--api-key",
+        action="append",
+        metavar="KEY",
+        help="accept this bearer key (repeatable; also QWENHOST_API_KEYS=k1,k2)",
+    )
+    _add_settings_args(p)
+    p.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qwenhost",
@@ -136,19 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser(
-        "serve", help="start the API server", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--host", help="address to bind (default 127.0.0.1; others need API keys)")
-    p.add_argument("--port", type=int, help="port (default 8000)")
-    p.add_argument(
-        "--api-key",
-        action="append",
-        metavar="KEY",
-        help="accept this bearer key (repeatable; also QWENHOST_API_KEYS=k1,k2)",
-    )
-    _add_settings_args(p)
-    p.set_defaults(func=cmd_serve)
+    _add_serve(sub)
 
     p = sub.add_parser("models", help="load the configured models and show family and capabilities")
     _add_settings_args(p)
