@@ -10,6 +10,7 @@ its media is decoded, and the reservation is given back if that fails.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -152,7 +153,7 @@ class Preparer:
             stop.encode("utf-8")  # a stop string that cannot be encoded fails here, before the reservation
         constraint = None
         if plan.constraint is not None:
-            vocabulary = lambda: self.vocabulary.get(model)  # noqa: E731 - waited for only on a cache miss
+            vocabulary = functools.partial(self.vocabulary.get, model)  # waited for only on a cache miss
             constraint = structured.compile_constraint(plan.constraint, model, vocabulary, self.grammars)
         follows_thought = plan.is_thinking and turn.thought != "closed"
         budget = _reasoning_budget(model, plan, turn.thought == "inside") if follows_thought else None
