@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -65,7 +68,14 @@ def create_app(
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     # No handler for Exception: ErrorGuard answers unexpected errors itself, so that Starlette's
     # ServerErrorMiddleware never re-raises one into uvicorn (which would close the connection).
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await service.aclose()  # after the drain: the prepare pool, media fetcher and decoders
+
     return Starlette(
+        lifespan=lifespan,
         routes=routes,
         middleware=[
             Middleware(ErrorGuard),

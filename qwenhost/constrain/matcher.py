@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable, Mapping
 
@@ -52,24 +53,32 @@ class GrammarConstraint:
 
 
 class CompiledGrammar:
-    """A grammar compiled and checked once, in prepare(); each sequence gets its own copy of the state."""
+    """A grammar compiled and checked once; each sequence gets its own copy of the state. The compiled
+    template is never advanced in place, so one instance may be shared by requests (constrain/cache.py)."""
 
     def __init__(self, vocabulary: object, grammar: str) -> None:
         # The engine hands the vocabulary over as an opaque handle (engine/protocol.py GrammarVocabulary).
         if not isinstance(vocabulary, llguidance.LLTokenizer):
             raise TypeError(f"expected an llguidance vocabulary, got {type(vocabulary).__name__}")
         tokenizer = vocabulary
-        self._template = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
-        if self._template.is_error():
-            detail = self._template.get_error().strip().splitlines()
+        template = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+        if template.is_error():
+            detail = template.get_error().strip().splitlines()
             raise InvalidParameter(f"The output constraint cannot be compiled: {detail[0] if detail else grammar}")
+        self._template = template
         self._n_vocab = int(tokenizer.vocab_size)
         self._tokenizer = tokenizer
 
-    def advance(self, text: str) -> bool:
-        """Start every sequence after ``text`` (a partial-mode assistant prefix); False if it breaks the grammar."""
+    def after(self, text: str) -> CompiledGrammar | None:
+        """A copy whose sequences start after ``text`` (a partial-mode assistant prefix), or None if the
+        text breaks the grammar. This grammar is left as it was."""
+        matcher = self._template.deep_copy()
         tokens = self._tokenizer.tokenize_str(text, parse_special=True)
-        return bool(self._template.consume_tokens(tokens)) and not self._template.is_error()
+        if not matcher.consume_tokens(tokens) or matcher.is_error():
+            return None
+        advanced = copy.copy(self)
+        advanced._template = matcher
+        return advanced
 
     def __call__(self) -> GrammarConstraint:
         return GrammarConstraint(self._template.deep_copy(), self._n_vocab)

@@ -119,6 +119,18 @@ class ServiceUnavailable(ServeError):
     code = "ServiceUnavailable"
 
 
+class UnencodableText(InvalidParameter):
+    """400 for text that cannot be encoded as UTF-8 (a lone surrogate such as ``\\udcff``, valid in JSON)."""
+
+    MESSAGE = (
+        "The request contains text that is not valid Unicode (a lone surrogate such as \\udcff); "
+        "send text as valid UTF-8."
+    )
+
+    def __init__(self) -> None:
+        super().__init__(self.MESSAGE)
+
+
 class NotSupported(InvalidParameter):
     """A documented DashScope parameter that this server cannot honour (never silently ignored)."""
 

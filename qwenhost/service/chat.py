@@ -5,56 +5,39 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol, TypeVar
 
-from qwenhost.core import ids
-from qwenhost.core.errors import InvalidParameter, NotSupported
+from qwenhost.constrain.cache import MAX_COMPILED_GRAMMARS, GrammarCache
 from qwenhost.core.events import ChatEvent, RoleStart, UsageReport
-from qwenhost.core.types import CacheReport, ChatRequest, SamplingParams, Usage
-from qwenhost.engine.protocol import GenerationRequest, MediaSpan, PromptDone, Reservation, StepOut
+from qwenhost.core.types import CacheReport, ChatRequest, Usage
+from qwenhost.engine.protocol import PromptDone, StepOut
 from qwenhost.media.policy import MediaPolicy
 from qwenhost.parsing.base import OutputParser
 from qwenhost.service import structured
+from qwenhost.service.job import Job
 from qwenhost.service.media import DecodedPart, MediaPipeline
-from qwenhost.service.mmprompt import MediaPromptBuilder, with_sentinels
-from qwenhost.service.models import ModelRegistry, ServedModel
+from qwenhost.service.models import ModelRegistry
 from qwenhost.service.output import ChoicePipeline
-from qwenhost.service.prompt import RenderedPrompt
-from qwenhost.service.thinking import ThinkingPlan, engine_budget, plan_thinking
-from qwenhost.service.turn import ThoughtState, build_turn, turn_parser
+from qwenhost.service.prepare import Preparer
+from qwenhost.service.turn import turn_parser
+from qwenhost.service.vocabulary import GRAMMAR_VOCABULARY_WAIT_S, VocabularyGate
 
-SEED_MODULUS = 2**31
+__all__ = ["ChatService", "Job"]
+
+# prepare() runs on a small pool of its own rather than asyncio.to_thread's shared default executor:
+# rendering and schema work hold the GIL, so every extra busy thread takes turns from the event loop
+# (each switch can cost it up to 5 ms), and a burst of prepares must not queue behind media decoding in
+# the default pool (or the other way round). Requests beyond the pool wait their turn, unadmitted.
+PREPARE_WORKERS = 4
 
 
-@dataclass
-class Job:
-    request: ChatRequest
-    model: ServedModel
-    prompt: RenderedPrompt
-    generation: GenerationRequest
-    stop_strings: tuple[str, ...]
-    request_id: str
-    created: int
-    is_thinking: bool = False
-    thought: ThoughtState = "closed"  # where the prompt leaves the thought (service/turn.py)
-    deadline_s: float | None = None
-    reservation: Reservation | None = None  # released when run() ends, or by close() if it never runs
-    usage: Usage | None = field(default=None)
-    modal_tokens: dict[str, int] = field(default_factory=dict)  # image/video/audio prompt tokens
+class _Closable(Protocol):
+    def close(self) -> None: ...
 
-    def close(self) -> None:
-        """Give the engine's room back (idempotent): for a job that is dropped before or after run()."""
-        if self.reservation is not None:
-            self.reservation.release()
 
-    @property
-    def completion_id(self) -> str:
-        return ids.completion_id(self.request_id)
-
-    @property
-    def model_name(self) -> str:
-        return self.request.model  # the response echoes the requested name (alias or not)
+_C = TypeVar("_C", bound=_Closable)
 
 
 class ChatService:
@@ -65,25 +48,48 @@ class ChatService:
         request_timeout_s: float = 300.0,
         cache_isolation: bool = False,
         media: MediaPipeline | None = None,
+        prepare_workers: int = PREPARE_WORKERS,
+        grammar_cache_size: int = MAX_COMPILED_GRAMMARS,
+        grammar_wait_s: float = GRAMMAR_VOCABULARY_WAIT_S,
     ) -> None:
         self.registry = registry
         self.request_timeout_s = request_timeout_s
-        self.cache_isolation = cache_isolation
         self.media = media or MediaPipeline(MediaPolicy())
+        self.grammars = GrammarCache(grammar_cache_size)
+        self.preparer = Preparer(
+            registry,
+            self.media,
+            grammars=self.grammars,
+            vocabulary=VocabularyGate(grammar_wait_s),
+            request_timeout_s=request_timeout_s,
+            cache_isolation=cache_isolation,
+        )
+        self._pool = ThreadPoolExecutor(max_workers=prepare_workers, thread_name_prefix="qwenhost-prepare")
+
+    def close(self, *, wait: bool = False) -> None:
+        """Stop the prepare pool (work not started is dropped; ``wait``: until the running work is done)."""
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    async def aclose(self) -> None:
+        """At shutdown: the prepare pool, then the media fetcher and its decoder threads."""
+        self.close()
+        await self.media.close()
 
     # -- prepare ----------------------------------------------------------------------------------
     async def aprepare(
         self, request: ChatRequest, *, request_id: str, key_id: str | None = None, inject_fault: bool = False
     ) -> Job:
-        """prepare(), after fetching and decoding the request's media (if any) off the event loop."""
+        """prepare() without blocking the event loop. Media is fetched and decoded only after every other
+        check has passed and the engine's room is reserved; the room is given back if that fails."""
         if not any(m.media for m in request.messages):
-            return self.prepare(request, request_id=request_id, key_id=key_id, inject_fault=inject_fault)
-        model = self.registry.resolve(request.model)
-        self._refuse_unsupported(request, model)
-        decoded = await self.media.decode(request, model)
-        return await asyncio.to_thread(
-            self.prepare, request, request_id=request_id, key_id=key_id, media=decoded, inject_fault=inject_fault
-        )
+            return await self._off_loop(self.preparer.prepare_text, request, request_id, key_id, inject_fault)
+        draft = await self._off_loop(self.preparer.draft_media, request, request_id, key_id, inject_fault)
+        try:
+            decoded = await self.media.decode(request, draft.model)
+            return await self._off_loop(self.preparer.finish_media, draft, decoded)
+        except BaseException:  # a failed fetch, a cancelled request: the room goes back at once
+            draft.close()
+            raise
 
     def prepare(
         self,
@@ -94,136 +100,20 @@ class ChatService:
         media: list[DecodedPart] | None = None,
         inject_fault: bool = False,
     ) -> Job:
-        model = self.registry.resolve(request.model)
-        thinking = plan_thinking(request, model)  # thinking errors first: they name the fix (enable_thinking)
-        self._refuse_unsupported(request, model)
-        is_thinking = thinking.is_thinking
-        structured.check_request(request)
-        prompt, thought = self._prompt(request, model, thinking)
-        spans: tuple[MediaSpan, ...] = ()
-        modal: dict[str, int] = {}
-        if media is not None:  # ---- multimodal: media laid out in the rendered prompt (service/mmprompt.py)
-            built = MediaPromptBuilder(model).build(prompt.text, media)
-            first = built.media[0].offset if built.media else len(built.tokens)
-            pins = tuple(p for p in prompt.cache_pins if p <= first)  # markers after media: not pinned (docs)
-            prompt = replace(prompt, tokens=built.tokens, cache_pins=pins)
-            spans, modal = built.media, built.modal_tokens
-            self._check_input_length(request, model, len(prompt.tokens))
-        # A thinking answer is followed by the engine: max_tokens then bounds only the answer (spec §1.3 #14).
-        follows_thought = is_thinking and thought != "closed"
-        max_new = self._max_new_tokens(request, model, len(prompt.tokens), answer_only=follows_thought)
-        budget = None
-        if follows_thought:
-            budget = engine_budget(model, thinking, thought == "inside", request.max_tokens)
-        stop_strings = self._stop_strings(request, model)
-        generation = GenerationRequest(
-            request_id=request_id,
-            prompt=prompt.tokens,
-            sampling=self._sampling(request, model, is_thinking),
-            max_new_tokens=max_new,
-            stop_sequences=tuple(s for s in request.stop.token_sequences if len(s) == 1),
-            stop_strings=tuple(s.encode("utf-8") for s in stop_strings),
-            top_logprobs=request.top_logprobs if request.logprobs else None,
-            cache_pins=prompt.cache_pins,
-            cache_salt=(key_id or "") if self.cache_isolation else "",
-            inject_fault=inject_fault,
-            media=spans,
-            reasoning_budget=budget,
-            constraint=structured.constraint_for(
-                request, model, request.messages[-1].text() if request.is_partial else None
-            ),
-        )
-        reservation = model.backend.reserve(request.n)
-        return Job(
-            request=request,
-            model=model,
-            prompt=prompt,
-            generation=generation,
-            stop_strings=stop_strings,
-            request_id=request_id,
-            created=int(time.time()),
-            is_thinking=is_thinking,
-            thought=thought,
-            deadline_s=None if request.stream else time.monotonic() + self.request_timeout_s,
-            reservation=reservation,
-            modal_tokens=modal,
-        )
+        """prepare() on the calling thread; ``media``: the request's media parts, already decoded."""
+        if media is None:
+            return self.preparer.prepare_text(request, request_id, key_id, inject_fault)
+        draft = self.preparer.draft_media(request, request_id, key_id, inject_fault)
+        return self.preparer.finish_media(draft, media)
 
-    def _refuse_unsupported(self, request: ChatRequest, model: ServedModel) -> None:
-        """Parameters whose feature is not built yet are refused clearly, never silently ignored."""
-        if any(m.media for m in request.messages):
-            self.media.check_supported(request, model)  # text-only models: a clear 400, not a crash
-        if request.enable_search:
-            raise NotSupported("This model does not support enable_search.")
-        if request.enable_code_interpreter:
-            raise NotSupported("This model does not support enable_code_interpreter.")
-        if "audio" in request.modalities or request.audio_output is not None:
-            raise NotSupported("This model does not support audio output.")
-        if request.translation_options is not None:
-            raise NotSupported("This model does not support translation_options.")
-
-    def _prompt(
-        self, request: ChatRequest, model: ServedModel, thinking: ThinkingPlan
-    ) -> tuple[RenderedPrompt, ThoughtState]:
-        # Partial mode and the thinking tail live in build_turn; media parts become sentinels (mmprompt.py).
-        turn = build_turn(request, model, thinking, messages=with_sentinels(request.messages))
-        self._check_input_length(request, model, len(turn.prompt.tokens))
-        return turn.prompt, turn.thought
-
-    def _check_input_length(self, request: ChatRequest, model: ServedModel, num_tokens: int) -> None:
-        limit = model.max_input_tokens
-        if request.max_input_tokens is not None:
-            limit = max(1, min(limit, request.max_input_tokens))
-        if not 1 <= num_tokens <= limit:
-            raise InvalidParameter(f"Range of input length should be [1, {limit}]")
-
-    def _max_new_tokens(self, request: ChatRequest, model: ServedModel, num_prompt: int, *, answer_only: bool) -> int:
-        cap = model.max_output_tokens
-        for name, value in (
-            ("max_tokens", request.max_tokens),
-            ("max_completion_tokens", request.max_completion_tokens),
-        ):
-            if value is not None and not 1 <= value <= cap:
-                raise InvalidParameter(f"Range of {name} should be [1, {cap}]")
-        answer_cap = None if answer_only else request.max_tokens  # else the engine bounds the answer alone
-        wanted = min(v for v in (answer_cap, request.max_completion_tokens, cap) if v is not None)
-        return max(1, min(wanted, model.context_length - num_prompt))
-
-    def _stop_strings(self, request: ChatRequest, model: ServedModel) -> tuple[str, ...]:
-        strings = list(request.stop.strings) + list(model.format.stop_strings)
-        for seq in request.stop.token_sequences:
-            if len(seq) > 1:  # single ids stop in the engine; longer id sequences are matched as their text
-                text = model.backend.tokenizer.detokenize(list(seq)).decode("utf-8", errors="replace")
-                if text:
-                    strings.append(text)
-        return tuple(dict.fromkeys(strings))
-
-    def _sampling(self, request: ChatRequest, model: ServedModel, is_thinking: bool) -> tuple[SamplingParams, ...]:
-        base = request.sampling.resolve(model.sampling_defaults(is_thinking))
-        bias = dict(request.logit_bias)
-        for token in model.backend.info.end_tokens if request.ignore_eos else ():
-            bias[token] = float("-inf")
-        vocab = model.backend.info.n_vocab
-        if any(not 0 <= t < vocab for t in bias):
-            raise InvalidParameter(f"logit_bias token ids should be in [0, {vocab - 1}]")
-        out = []
-        for choice in range(request.n):
-            seed = base.seed
-            if seed is not None and choice > 0:
-                seed = (seed + choice) % SEED_MODULUS  # n choices are independent samples (spec §4.5)
-            out.append(
-                SamplingParams(
-                    temperature=base.temperature,
-                    top_p=base.top_p,
-                    top_k=base.top_k,
-                    presence_penalty=base.presence_penalty,
-                    frequency_penalty=base.frequency_penalty,
-                    repetition_penalty=base.repetition_penalty,
-                    seed=seed,
-                    logit_bias=tuple(bias.items()),
-                )
-            )
-        return tuple(out)
+    async def _off_loop(self, fn: Callable[..., _C], *args: object) -> _C:
+        future = self._pool.submit(fn, *args)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            # A worker that had already started still finishes, and may hold engine room: give it back.
+            future.add_done_callback(_close_result)
+            raise
 
     def make_parser(self, job: Job, choice: int) -> OutputParser:
         answer = structured.answer_parser(job.request, job.model, choice)
@@ -266,9 +156,8 @@ class ChatService:
             completion_tokens=sum(p.completion_tokens for p in pipelines),
             cache=cache,
             reasoning_tokens=sum(p.reasoning_tokens for p in pipelines) if job.is_thinking else None,
-            **_modal_usage(len(job.prompt.tokens), job.modal_tokens),
+            **_modal_usage(len(job.prompt.tokens), dict(job.modal_tokens)),
         )
-        job.usage = usage
         yield UsageReport(usage)
 
     @staticmethod
@@ -279,6 +168,11 @@ class ChatService:
         if remaining <= 0:
             raise TimeoutError
         return await asyncio.wait_for(anext(stream), remaining)
+
+
+def _close_result(future: Future[_C]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
 
 
 def _modal_usage(prompt_tokens: int, modal: dict[str, int]) -> dict[str, int]:

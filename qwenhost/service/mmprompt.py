@@ -2,14 +2,15 @@
 
 Each media part is rendered as a private-use sentinel inside its message's text, so any ChatML
 template places it (and user text that happens to spell ``<|image_pad|>`` cannot move it). The
-rendered text is cut at the sentinels; each media part becomes its placeholder tokens around the
+rendered text is cut at the sentinels and its text runs tokenized before any media is fetched (the
+input-length check needs only them); each media part then becomes its placeholder tokens around the
 encoder cells, in the family's layout (Qwen3-VL: one "<t seconds>"-stamped image per frame pair).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from qwenhost.core.errors import InvalidParameter
@@ -23,6 +24,48 @@ from qwenhost.service.models import ServedModel
 _SENTINEL = "\ue000qwenhost-media-{}\ue001"
 _SPLIT = re.compile("\ue000qwenhost-media-(\\d+)\ue001")
 _KINDS = {"image": "image", "video": "video", "video_frames": "video", "audio": "audio"}
+
+
+@dataclass(frozen=True, slots=True)
+class MediaText:
+    """A rendered prompt cut at its media sentinels: tokenized text runs and media indices, in order."""
+
+    pieces: tuple[tuple[int, ...] | int, ...]
+    first_media_char: int  # where the first sentinel stood in the text (cache markers after it: unpinned)
+
+    @property
+    def num_text_tokens(self) -> int:
+        return sum(len(p) for p in self.pieces if isinstance(p, tuple))
+
+    @property
+    def leading_tokens(self) -> tuple[int, ...]:
+        """The tokens before the first media part."""
+        first = self.pieces[0] if self.pieces else ()
+        return first if isinstance(first, tuple) else ()
+
+
+def split_media(text: str, tokenize: Callable[[str], list[int]], num_media: int) -> MediaText:
+    """Cut ``text`` at its sentinels and tokenize the text between them; each of the request's
+    ``num_media`` parts must appear exactly once, in order of first appearance."""
+    pieces: list[tuple[int, ...] | int] = []
+    used: set[int] = set()
+    pos = 0
+    first = len(text)
+    for match in _SPLIT.finditer(text):
+        if text[pos : match.start()]:
+            pieces.append(tuple(tokenize(text[pos : match.start()])))
+        index = int(match.group(1))
+        if index >= num_media or index in used:
+            raise InvalidParameter("the chat template repeated or reordered a media part")
+        used.add(index)
+        first = min(first, match.start())
+        pieces.append(index)
+        pos = match.end()
+    if text[pos:]:
+        pieces.append(tuple(tokenize(text[pos:])))
+    if len(used) != num_media:
+        raise InvalidParameter("the chat template dropped a media part (media is accepted in user messages)")
+    return MediaText(tuple(pieces), first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,22 +107,15 @@ class MediaPromptBuilder:
     def _tokens(self, text: str) -> tuple[int, ...]:
         return tuple(self.model.backend.tokenizer.tokenize(text, add_special=False, parse_special=True))
 
-    def build(self, text: str, decoded: Sequence[DecodedPart]) -> MediaPrompt:
+    def build(self, text: MediaText, decoded: Sequence[DecodedPart]) -> MediaPrompt:
         pieces: list[PromptPiece] = []
         kinds: list[str | None] = []  # per piece: the modality it counts toward (None: text)
-        pos = 0
-        used = set()
-        for match in _SPLIT.finditer(text):
-            self._text(text[pos : match.start()], pieces, kinds)
-            index = int(match.group(1))
-            if index >= len(decoded) or index in used:
-                raise InvalidParameter("the chat template repeated or reordered a media part")
-            used.add(index)
-            self._media(decoded[index], pieces, kinds)
-            pos = match.end()
-        self._text(text[pos:], pieces, kinds)
-        if len(used) != len(decoded):
-            raise InvalidParameter("the chat template dropped a media part (media is accepted in user messages)")
+        for run in text.pieces:
+            if isinstance(run, tuple):
+                pieces.append(run)
+                kinds.append(None)
+            else:
+                self._media(decoded[run], pieces, kinds)
         built = self.model.backend.build_prompt(pieces)
         counts: dict[str, int] = {}
         media_cells = iter(built.piece_tokens)

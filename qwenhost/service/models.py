@@ -14,6 +14,30 @@ from qwenhost.formats.base import ModelFormat
 from qwenhost.templates.renderer import ChatTemplate, builtin_template
 
 
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """What a request's decisions may read about a model (service/plan.py): its family, limits and
+    defaults, and no backend, so the decisions are pure and testable without an engine."""
+
+    name: str
+    format: ModelFormat
+    context_length: int
+    max_output_tokens: int
+    thinking_default: bool
+    is_stream_only_thinking: bool
+    sampling: SamplingParams  # defaults with thinking off: the family's, with the config's keys over them
+    sampling_thinking: SamplingParams
+    n_vocab: int
+    end_tokens: frozenset[int] = frozenset()
+
+    @property
+    def max_input_tokens(self) -> int:
+        return self.context_length - 1
+
+    def sampling_defaults(self, is_thinking: bool) -> SamplingParams:
+        return self.sampling_thinking if is_thinking else self.sampling
+
+
 @dataclass(frozen=True)
 class ServedModel:
     config: ModelConfig
@@ -64,6 +88,23 @@ class ServedModel:
         """The family's defaults for the mode (spec §1.4) with the config's keys over them."""
         overrides = self.config.sampling_thinking if is_thinking else self.config.sampling
         return overrides.resolve(self.format.default_sampling(is_thinking))
+
+    @cached_property
+    def spec(self) -> ModelSpec:
+        """The static view the request decisions read (computed once; the backend is started by now)."""
+        info = self.backend.info
+        return ModelSpec(
+            name=self.name,
+            format=self.format,
+            context_length=self.context_length,
+            max_output_tokens=self.max_output_tokens,
+            thinking_default=self.thinking_default,
+            is_stream_only_thinking=self.is_stream_only_thinking,
+            sampling=self.sampling_defaults(False),
+            sampling_thinking=self.sampling_defaults(True),
+            n_vocab=info.n_vocab,
+            end_tokens=frozenset(info.end_tokens),
+        )
 
     def capabilities(self) -> dict[str, object]:
         def sampling(is_thinking: bool) -> dict[str, object]:

@@ -1,26 +1,31 @@
-"""Structured output and tool calling for one request: the spec's validation rules, the grammar that
-enforces response_format / tool_choice (constrain/), and the parser that reads calls back (parsing/).
+"""Structured output and tool calling for one request: the grammar that enforces response_format /
+tool_choice (constrain/, compiled once per key and cached), and the parser that reads calls back
+(parsing/). The request-level rules are service/plan.py's.
 
 Decisions where the spec is silent are written down in docs/tools-and-structured-output.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from qwenhost.constrain.grammar import ToolPlan, answer_schema, json_grammar, tools_grammar
+from qwenhost.constrain.cache import GrammarCache
+from qwenhost.constrain.grammar import ToolPlan, json_grammar, tools_grammar
 from qwenhost.constrain.matcher import CompiledGrammar, tool_syntax
 from qwenhost.constrain.schema import check_schema, tool_arguments_schema
-from qwenhost.core.errors import AlgoInvalidParameter, InvalidParameter, NotSupported
+from qwenhost.core.errors import InvalidParameter, NotSupported
 from qwenhost.core.types import ChatRequest, NamedToolChoice
-from qwenhost.engine.protocol import ConstraintFactory
+from qwenhost.engine.protocol import ConstraintFactory, GrammarVocabulary
 from qwenhost.parsing.base import OutputParser, PlainParser
 from qwenhost.parsing.tools import HermesToolParser
 from qwenhost.parsing.tools_xml import XmlToolParser
 from qwenhost.service.models import ServedModel
+from qwenhost.service.plan import ConstraintSpec
 
-JSON_WORD = "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'."
+UNENFORCEABLE = "This model's backend cannot enforce response_format or a forced tool_choice."
+BROKEN_PREFIX = "The partial assistant message does not fit the requested output format."
+VocabularySource = Callable[[], GrammarVocabulary | None]
 
 
 def has_tools(request: ChatRequest) -> bool:
@@ -28,55 +33,44 @@ def has_tools(request: ChatRequest) -> bool:
     return bool(request.tools) and request.tool_choice != "none"
 
 
-def check_request(request: ChatRequest) -> None:
-    """The request-level rules of spec §3.3, §4.6, §4.7 (raised in prepare, before any byte). The
-    thinking-mode refusals (json, forced tool_choice) are service/thinking.py's."""
-    rf = request.response_format
-    if rf is not None and rf.type == "json_object":
-        said = " ".join(m.text() for m in request.messages if m.role in ("system", "user"))
-        if "json" not in said.lower():
-            raise AlgoInvalidParameter(JSON_WORD)
-    if request.tool_choice == "required" and not request.tools:
-        raise InvalidParameter("tool_choice 'required' needs at least one tool in 'tools'.")
-
-
-def constraint_for(request: ChatRequest, model: ServedModel, prefix: str | None = None) -> ConstraintFactory | None:
-    """The grammar for this request, compiled once; None when the output is free text.
-
-    ``prefix`` is a partial-mode assistant prefix: the grammar starts after it.
-    """
-    schema = answer_schema(request.response_format)
-    if request.response_format is not None and request.response_format.schema is not None and schema is not None:
-        check_schema(schema, "response_format.json_schema.schema")
-    tools = has_tools(request)
-    if schema is None and not tools:
-        return None
-    tokenizer = model.backend.grammar_vocabulary()
-    if tokenizer is None:
-        if tools and schema is None and request.tool_choice == "auto":
-            return None  # the parser still reads calls; nothing to enforce
-        raise NotSupported("This model's backend cannot enforce response_format or a forced tool_choice.")
-    if tools:
-        for i, tool in enumerate(request.tools):
-            check_schema(tool_arguments_schema(tool.parameters), f"tools[{i}].function.parameters")
-        grammar = tools_grammar(_plan(request, model, tokenizer), schema)
-    else:
-        grammar = json_grammar(schema or {})
-    compiled = CompiledGrammar(tokenizer, grammar)
-    if prefix and not compiled.advance(prefix):
-        raise InvalidParameter("The partial assistant message does not fit the requested output format.")
+def compile_constraint(
+    spec: ConstraintSpec, model: ServedModel, vocabulary: VocabularySource, cache: GrammarCache
+) -> ConstraintFactory | None:
+    """The grammar for ``spec`` on ``model``: from the cache, or checked and compiled (then cached); None
+    when nothing needs enforcing. ``vocabulary`` is called only on a miss (it may wait for the build)."""
+    key = spec.key(model.name)
+    compiled = cache.get(key)
+    if compiled is None:
+        if spec.is_schema_given and spec.schema is not None:
+            check_schema(spec.schema, "response_format.json_schema.schema")
+        tokenizer: Any = vocabulary()  # an opaque handle that constrain/ compiles against
+        if tokenizer is None:
+            if spec.tools and spec.schema is None and spec.choice == "auto":
+                return None  # the parser still reads calls; nothing to enforce
+            raise NotSupported(UNENFORCEABLE)
+        compiled = cache.put(key, CompiledGrammar(tokenizer, _grammar(spec, model, tokenizer)))
+    if spec.prefix:
+        advanced = compiled.after(spec.prefix)
+        if advanced is None:
+            raise InvalidParameter(BROKEN_PREFIX)
+        return advanced
     return compiled
 
 
-def _plan(request: ChatRequest, model: ServedModel, tokenizer: Any) -> ToolPlan:
+def _grammar(spec: ConstraintSpec, model: ServedModel, tokenizer: Any) -> str:
+    if not spec.tools:
+        return json_grammar(spec.schema or {})
+    for i, tool in enumerate(spec.tools):
+        check_schema(tool_arguments_schema(tool.parameters), f"tools[{i}].function.parameters")
     fmt = model.format
     info = model.backend.info
     syntax = tool_syntax(
         fmt.tool_syntax, fmt.tool_open, fmt.tool_close, tokenizer, info.special_tokens, info.end_tokens
     )
-    choice = request.tool_choice
+    choice = spec.choice
     assert choice != "none"
-    return ToolPlan(tools=request.tools, choice=choice, is_parallel=request.parallel_tool_calls, syntax=syntax)
+    plan = ToolPlan(tools=spec.tools, choice=choice, is_parallel=spec.is_parallel, syntax=syntax)
+    return tools_grammar(plan, spec.schema)
 
 
 def answer_parser(request: ChatRequest, model: ServedModel, choice: int) -> OutputParser:

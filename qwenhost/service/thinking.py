@@ -1,6 +1,6 @@
 """Thinking for one request (spec §4.4, §3.3): on or off (enable_thinking, reasoning_effort, the /think and
-/no_think soft switches), thinking_budget, preserve_thinking, and the incompatibility errors — all decided
-in prepare(), before the first byte."""
+/no_think soft switches), thinking_budget, preserve_thinking, and the incompatibility errors — decided
+from the request and the model's spec alone (service/plan.py), before the first byte."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 
 from qwenhost.core.errors import InvalidParameter
 from qwenhost.core.types import ChatRequest, Message, NamedToolChoice
-from qwenhost.engine.protocol import ReasoningBudget
-from qwenhost.service.models import ServedModel
+from qwenhost.service.models import ModelSpec
 
 # Spec §4.4 (qwen3.8 vocabulary): effort -> thought budget; None: no limit but the context.
 EFFORT_BUDGETS: dict[str, int | None] = {
@@ -58,7 +57,7 @@ def soft_switch(messages: tuple[Message, ...]) -> bool | None:
     return None
 
 
-def plan_thinking(request: ChatRequest, model: ServedModel) -> ThinkingPlan:
+def plan_thinking(request: ChatRequest, model: ModelSpec) -> ThinkingPlan:
     fmt = model.format
     requested = _requested(request)
     if not fmt.has_thinking:
@@ -93,7 +92,7 @@ def _requested(request: ChatRequest) -> bool | None:
     return False if effort == EFFORT_OFF else None
 
 
-def _hybrid_choice(request: ChatRequest, model: ServedModel, requested: bool | None) -> bool:
+def _hybrid_choice(request: ChatRequest, model: ModelSpec, requested: bool | None) -> bool:
     # An explicit enable_thinking:false is final (the template closes the thought); otherwise the
     # latest soft switch wins over the request and the default, as the Qwen3 model card describes.
     if requested is False:
@@ -104,7 +103,7 @@ def _hybrid_choice(request: ChatRequest, model: ServedModel, requested: bool | N
     return True if requested else model.thinking_default
 
 
-def _budget(request: ChatRequest, model: ServedModel) -> int | None:
+def _budget(request: ChatRequest, model: ModelSpec) -> int | None:
     limit = model.max_output_tokens
     effort = request.reasoning_effort
     if request.thinking_budget is not None:
@@ -116,7 +115,7 @@ def _budget(request: ChatRequest, model: ServedModel) -> int | None:
     return EFFORT_BUDGETS.get(effort) if effort is not None else None
 
 
-def _check_compatible(request: ChatRequest, model: ServedModel) -> None:
+def _check_compatible(request: ChatRequest, model: ModelSpec) -> None:
     """The features DashScope refuses in thinking mode (spec §4.4), with its messages."""
     if request.response_format is not None and request.response_format.type != "text":
         raise InvalidParameter(JSON_MODE)
@@ -128,20 +127,3 @@ def _check_compatible(request: ChatRequest, model: ServedModel) -> None:
         raise InvalidParameter(MANY_CHOICES)
     if model.is_stream_only_thinking and not request.stream:
         raise InvalidParameter(model.format.stream_only_message)
-
-
-def engine_budget(
-    model: ServedModel, plan: ThinkingPlan, starts_inside: bool, max_answer_tokens: int | None
-) -> ReasoningBudget:
-    """What the engine needs to follow the thought: its tags as token ids, the budget, the answer bound."""
-
-    def ids(text: str) -> tuple[int, ...]:
-        return tuple(model.backend.tokenizer.tokenize(text, add_special=False, parse_special=True))
-
-    return ReasoningBudget(
-        budget=plan.budget,
-        close_tokens=ids(model.format.think_close),
-        open_at_start=starts_inside,
-        open_tokens=ids(model.format.think_open),
-        max_answer_tokens=max_answer_tokens,
-    )

@@ -4,19 +4,19 @@ tail that makes it match the thinking mode whatever the template does, partial-m
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from qwenhost.core.errors import NotSupported
-from qwenhost.core.types import ChatRequest, Message, ToolSpec
+from qwenhost.core.types import Message, ToolSpec
 from qwenhost.formats.base import ModelFormat
 from qwenhost.parsing.base import OutputParser
 from qwenhost.parsing.reasoning import ReasoningParser
 from qwenhost.service.models import ServedModel
-from qwenhost.service.prompt import PromptBuilder, RenderedPrompt
+from qwenhost.service.prompt import render
 from qwenhost.service.thinking import ThinkingPlan
+from qwenhost.templates.renderer import ChatTemplate
 
 # Where the generation prompt leaves the thought: "open" (the model may start one), "inside" (the prompt
 # ends with `<think>\n`, spec §6.3) or "closed" (it ends after `</think>`: the model answers).
@@ -26,8 +26,9 @@ PRESERVE_VARIABLE = "preserve_thinking"
 
 @dataclass(frozen=True, slots=True)
 class Turn:
-    prompt: RenderedPrompt
+    text: str  # the whole prompt text: the template's, the thinking tail, a partial-mode prefix
     thought: ThoughtState
+    marks: tuple[int, ...] = ()  # offsets in ``text`` where the cache markers stood (service/prompt.py)
 
 
 def thought_state(text: str, fmt: ModelFormat) -> ThoughtState:
@@ -56,35 +57,33 @@ def generation_tail(text: str, fmt: ModelFormat, is_thinking: bool) -> str:
     return ""
 
 
-def _template_for(model: ServedModel, plan: ThinkingPlan, tools: Sequence[ToolSpec]) -> ServedModel:
-    """preserve_thinking needs a template that knows the variable; the built-in Qwen3 one stands in for
-    a JSON-tool family's template that does not (spec §6.4)."""
-    if not plan.preserve:
-        return model
+def template_for(model: ServedModel, plan: ThinkingPlan, tools: Sequence[ToolSpec]) -> ChatTemplate:
+    """The template to render with. preserve_thinking needs one that knows the variable; the built-in
+    Qwen3 one stands in for a JSON-tool family's template that does not (spec §6.4)."""
     template = model.tool_template if tools else model.template
-    if PRESERVE_VARIABLE in template.source:
-        return model
+    if not plan.preserve or PRESERVE_VARIABLE in template.source:
+        return template
     fallback = model.preserve_template
     if fallback is None:
         raise NotSupported("preserve_thinking is not supported by this model's chat template.")
-    return dataclasses.replace(model, template=fallback, tool_template=fallback)
+    return fallback
 
 
 def build_turn(
-    request: ChatRequest, model: ServedModel, plan: ThinkingPlan, *, messages: Sequence[Message] | None = None
+    model: ServedModel,
+    messages: Sequence[Message],
+    plan: ThinkingPlan,
+    *,
+    tools: Sequence[ToolSpec] = (),
+    prefix: str | None = None,
 ) -> Turn:
-    """The prompt for ``request`` (or for ``messages`` standing in for its messages): a partial last
-    assistant message stays open and is continued."""
-    messages = request.messages if messages is None else messages
-    prefix = ""
-    if request.is_partial:
-        messages, prefix = messages[:-1], messages[-1].text()
-    tools = request.tools if request.tool_choice != "none" else ()
-    builder = PromptBuilder(_template_for(model, plan, tools))
-    head = builder.render(messages, tools=tools, template_kwargs=plan.template_kwargs)
-    tail = generation_tail(head, model.format, plan.is_thinking) if model.format.has_thinking else ""
-    prompt = builder.build(messages, tools=tools, template_kwargs=plan.template_kwargs, assistant_prefix=tail + prefix)
-    return Turn(prompt=prompt, thought=thought_state(head + tail, model.format))
+    """The prompt text for ``messages``, rendered once: the tail that puts it in the thinking mode asked
+    for, then ``prefix`` (a partial-mode assistant message, left open and continued)."""
+    rendered = render(template_for(model, plan, tools), messages, tools=tools, template_kwargs=plan.template_kwargs)
+    fmt = model.format
+    tail = generation_tail(rendered.text, fmt, plan.is_thinking) if fmt.has_thinking else ""
+    head = rendered.text + tail
+    return Turn(text=head + (prefix or ""), thought=thought_state(head, fmt), marks=rendered.marks)
 
 
 def turn_parser(inner: OutputParser, fmt: ModelFormat, thought: ThoughtState, choice: int) -> OutputParser:

@@ -214,7 +214,9 @@ def test_once_the_tag_appears_the_call_is_forced(real: RealVocab) -> None:
 def walk_calls(vocab: RealVocab | ByteVocab, plan: ToolPlan, seeds: range, prefix: str = "") -> Iterator[str]:
     compiled = CompiledGrammar(vocab.tokenizer, tools_grammar(plan))
     if prefix:
-        assert compiled.advance(prefix)
+        advanced = compiled.after(prefix)
+        assert advanced is not None
+        compiled = advanced
     for seed in seeds:
         yield prefix + vocab.tokenizer.decode_str(walk(compiled(), vocab.end_tokens, random.Random(seed)))
 

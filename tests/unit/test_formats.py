@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from qwenhost.config import ConfigError, load_settings
 from qwenhost.formats.registry import FORMATS, detect_format, get_format
-from qwenhost.templates.renderer import builtin_template
+from qwenhost.service.turn import thought_state
+from qwenhost.templates.renderer import ChatTemplate, builtin_template
 
-LLAMA_TEMPLATES = Path("/work/sdist/llama_cpp_python-0.3.36/vendor/llama.cpp/models/templates")
+# Whole templates in each family's style, written from spec §6 (tests/fixtures/templates/README.md).
+FAMILY_TEMPLATES = Path(__file__).resolve().parents[1] / "fixtures" / "templates"
 
 CHATML_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
@@ -51,21 +54,74 @@ def test_detection(arch: str, template: str | None, specials: tuple[str, ...], f
     assert detect_format(meta(arch), template, specials).name == family
 
 
-@pytest.mark.skipif(not LLAMA_TEMPLATES.is_dir(), reason="the vendored llama.cpp templates are not on this machine")
+def family_template(file: str) -> str:
+    if file.startswith("builtin:"):
+        return builtin_template(file.removeprefix("builtin:"))
+    return (FAMILY_TEMPLATES / file).read_text("utf-8")
+
+
 @pytest.mark.parametrize(
     ("file", "arch", "family"),
     [
-        ("Qwen-Qwen3-0.6B.jinja", "qwen3", "qwen3"),
-        ("Qwen-QwQ-32B.jinja", "qwen2", "qwq"),
-        ("Qwen-Qwen2.5-7B-Instruct.jinja", "qwen2", "qwen2.5"),
-        ("Qwen3-Coder.jinja", "qwen3moe", "qwen3-coder"),
-        ("Qwen3.5-4B.jinja", "qwen35", "qwen3.5"),
-        ("Qwen3.5-4B.jinja", "qwen3", "qwen3.5"),
+        ("builtin:qwen3", "qwen3", "qwen3"),
+        ("qwq.jinja", "qwen2", "qwq"),
+        ("qwen2.5.jinja", "qwen2", "qwen2.5"),
+        ("qwen3-coder.jinja", "qwen3moe", "qwen3-coder"),
+        ("qwen3.5.jinja", "qwen35", "qwen3.5"),
+        ("qwen3.5.jinja", "qwen3", "qwen3.5"),
     ],
 )
-def test_detection_on_real_qwen_templates(file: str, arch: str, family: str) -> None:
-    template = (LLAMA_TEMPLATES / file).read_text("utf-8")
-    assert detect_format(meta(arch), template).name == family
+def test_detection_on_whole_family_templates(file: str, arch: str, family: str) -> None:
+    assert detect_format(meta(arch), family_template(file)).name == family
+
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "d", "parameters": {}}}]
+CONVERSATION: list[dict[str, Any]] = [
+    {"role": "user", "content": "Weather in Beijing?"},
+    {
+        "role": "assistant",
+        "content": "<think>\nold thought\n</think>\n\nChecking.",
+        "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Beijing"}}}
+        ],
+    },
+    {"role": "tool", "content": "sunny"},
+    {"role": "user", "content": "Thanks. And tomorrow?"},
+]
+
+
+@pytest.mark.parametrize(
+    ("file", "arch", "fragments"),
+    [
+        ("builtin:qwen3", "qwen3", ['<tool_call>\n{"name": "get_weather", "arguments": {"city": "Beijing"}}']),
+        ("qwq.jinja", "qwen2", ["<|im_start|>assistant\nChecking.\n<tool_call>", "<tool_response>\nsunny"]),
+        ("qwen2.5.jinja", "qwen2", ["You are Qwen, created by Alibaba Cloud.", '{{"name": <function-name>']),
+        ("qwen3-coder.jinja", "qwen3moe", ["<function=get_weather>\n<parameter=city>\nBeijing\n</parameter>"]),
+        ("qwen3.5.jinja", "qwen35", ["<function=get_weather>\n<parameter=city>\nBeijing\n</parameter>"]),
+    ],
+)
+def test_each_family_record_describes_its_templates(file: str, arch: str, fragments: list[str]) -> None:
+    """Spec §6: the tool-call syntax the record names is the one the template renders, and the thought
+    state that the service reads from the generation prompt is the one the record promises."""
+    source = family_template(file)
+    fmt = detect_format(meta(arch), source)
+    template = ChatTemplate(source)
+    for is_thinking in (True, False):
+        kwargs = {fmt.thinking_kwarg: is_thinking} if fmt.thinking_kwarg and fmt.thinking == "hybrid" else {}
+        text = template.render(CONVERSATION, tools=TOOLS, add_generation_prompt=True, **kwargs)
+        assert all(f in text for f in fragments), text
+        # Thinking families drop thoughts before the last user query (spec §6.2-6.4); others render content as is.
+        assert ("old thought" in text) == (not fmt.has_thinking)
+        assert (f"<function={'get_weather'}>" in text) == (fmt.tool_syntax == "qwen_xml")
+        state = thought_state(text, fmt)
+        if not fmt.has_thinking:
+            assert state == "closed"
+        elif fmt.thinking == "always" or (is_thinking and fmt.think_prefill):
+            assert state == "inside" and text.endswith("<|im_start|>assistant\n<think>\n")
+        elif is_thinking:
+            assert state == "open" and text.endswith("<|im_start|>assistant\n")
+        else:
+            assert state == "closed" and text.endswith("<think>\n\n</think>\n\n")
 
 
 def test_records_say_what_each_family_does() -> None:

@@ -110,11 +110,13 @@ class ChatRoute:
         self, job: Job, first: ChatEvent, events: AsyncIterator[ChatEvent], observer: RequestObserver
     ) -> AsyncIterator[bytes]:
         renderer = ChunkRenderer(job.completion_id, job.model_name, job.created, is_thinking=job.is_thinking)
-        status, error = 200, None
+        status, error, usage = 200, None, None
         try:
             event: ChatEvent | None = first
             while event is not None:
                 observer.on_event(event)
+                if isinstance(event, UsageReport):
+                    usage = event.usage
                 if job.request.include_usage or not isinstance(event, UsageReport):
                     chunk = renderer.render(event)
                     if chunk is not None:
@@ -135,7 +137,7 @@ class ChatRoute:
             raise
         finally:
             await events.aclose()  # type: ignore[attr-defined]
-            observer.close(status if error else 200, job.usage, error)
+            observer.close(status if error else 200, usage, error)
 
     async def _complete(
         self, job: Job, events: AsyncIterator[ChatEvent], observer: RequestObserver, request: Request
@@ -155,10 +157,10 @@ class ChatRoute:
             return error_response(exc, job.request_id)
         finally:
             await _close(job, events)
-        if answer is _LEFT:  # the client left; run() was cancelled and its sequences freed
-            observer.close(CLIENT_CLOSED, job.usage, "client disconnected")
+        if answer is _LEFT:  # the client left; run() was cancelled before its UsageReport, its sequences freed
+            observer.close(CLIENT_CLOSED, None, "client disconnected")
             return Response(status_code=CLIENT_CLOSED)
-        observer.close(200, job.usage)
+        observer.close(200, answer.usage)
         payload = completion_json(answer, job.completion_id, job.model_name, job.created)
         return Response(dumps(payload), media_type="application/json", headers={"x-request-id": job.request_id})
 

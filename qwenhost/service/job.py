@@ -1,0 +1,43 @@
+"""The Job: one prepared request, frozen — everything run() needs, and the engine room it holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qwenhost.core import ids
+from qwenhost.core.types import ChatRequest
+from qwenhost.engine.protocol import GenerationRequest, Reservation
+from qwenhost.service.models import ServedModel
+from qwenhost.service.prompt import RenderedPrompt
+from qwenhost.service.turn import ThoughtState
+
+
+@dataclass(frozen=True)
+class Job:
+    """Usage is not on the job: run() reports it once, in its UsageReport event."""
+
+    request: ChatRequest
+    model: ServedModel
+    prompt: RenderedPrompt
+    generation: GenerationRequest
+    stop_strings: tuple[str, ...]
+    request_id: str
+    created: int
+    is_thinking: bool = False
+    thought: ThoughtState = "closed"  # where the prompt leaves the thought (service/turn.py)
+    deadline_s: float | None = None
+    reservation: Reservation | None = None  # released when run() ends, or by close() if it never runs
+    modal_tokens: tuple[tuple[str, int], ...] = ()  # image/video/audio prompt tokens, by modality
+
+    def close(self) -> None:
+        """Give the engine's room back (idempotent): for a job that is dropped before or after run()."""
+        if self.reservation is not None:
+            self.reservation.release()
+
+    @property
+    def completion_id(self) -> str:
+        return ids.completion_id(self.request_id)
+
+    @property
+    def model_name(self) -> str:
+        return self.request.model  # the response echoes the requested name (alias or not)
