@@ -20,7 +20,8 @@ def test_random_requests_on_the_real_engine(server: RunningServer, client: opena
     with httpx.Client(base_url=server.base_url, timeout=120) as http:
         for _ in range(80):
             body = random_body(rng)
-            if isinstance(body.get("max_tokens"), int) and body["max_tokens"] > 0:
+            # Bounded answers: a sampled ramble up to the context on a busy 2-core runner can outlast the timeout.
+            if body.get("max_tokens") is None or (isinstance(body["max_tokens"], int) and body["max_tokens"] > 0):
                 body["max_tokens"] = 4
             r = http.post(
                 "/chat/completions", content=json.dumps(body).encode(), headers={"content-type": "application/json"}
