@@ -230,7 +230,7 @@ def _stop_strings(model: ServedModel, plan: Plan) -> tuple[str, ...]:
 
 
 def _reasoning_budget(model: ServedModel, plan: Plan, starts_inside: bool) -> ReasoningBudget:
-    """What the engine needs to follow the thought: its tags as token ids, the budget, the answer bound."""
+    """What the engine needs to follow the thought: its tags as text and as token ids, the budget, the answer bound."""
     fmt = model.format
     return ReasoningBudget(
         budget=plan.thinking.budget,
@@ -238,4 +238,6 @@ def _reasoning_budget(model: ServedModel, plan: Plan, starts_inside: bool) -> Re
         open_at_start=starts_inside,
         open_tokens=tuple(_tokenize(model, fmt.think_open)),
         max_answer_tokens=plan.max_tokens,
+        close_text=fmt.think_close.encode(),
+        open_text=fmt.think_open.encode(),
     )

@@ -61,6 +61,7 @@ def test_hybrid_default_is_on_and_the_model_opens_the_thought() -> None:
     budget = gen(job).reasoning_budget
     assert budget is not None and not budget.open_at_start
     assert budget.open_tokens == tuple(map(ord, "<think>")) and budget.close_tokens == tuple(map(ord, "</think>"))
+    assert budget.open_text == b"<think>" and budget.close_text == b"</think>"  # the tracker matches these
 
 
 def test_enable_thinking_false_closes_an_empty_thought_in_the_prompt() -> None:
