@@ -1,4 +1,4 @@
-"""The house rules as tests: ruff lint and format, mypy on the core layers, and the import contracts."""
+"""The house rules as tests: ruff lint and format, mypy (strict) on every layer, and the import contracts."""
 
 from __future__ import annotations
 
