@@ -199,7 +199,9 @@ class ModelRegistry:
         model = self.resolve(name)
         spec = self._specs.get(name)
         if spec is None:
-            spec = self._specs[name] = model.spec.with_policy(self.policy(name))
+            spec = model.spec.with_policy(self.policy(name))
+            if name in self._by_name or name in self._policies or name in VISION_NAMES:
+                self._specs[name] = spec  # any qwen-vl-* name resolves: only the known ones are kept
         return model, spec
 
     def names(self) -> Iterator[tuple[str, ServedModel]]:

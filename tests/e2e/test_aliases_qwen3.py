@@ -100,3 +100,19 @@ def test_models_show_each_policy(server: RunningServer) -> None:
 def test_vision_name_without_vision_model_says_how_to_configure_one(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError, match="mmproj"):
         client.chat.completions.create(model="qwen-vl-max", messages=USER, max_tokens=2)
+
+
+def test_config_file_overrides_a_policy(tiny_qwen3_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    config = (
+        f'[[models]]\nname = "tiny"\npath = "{tiny_qwen3_gguf}"\nparallel = 1\ncontext_length = 512\nthreads = 1\n'
+        'aliases = ["qwen-plus"]\n[alias_policy."qwen-plus"]\nthinking_default = true\n'
+        "[alias_policy.house]\nthinking_default = false\n"
+    )
+    with running_server(tmp_path_factory.mktemp("alias-config"), config=config) as srv:
+        data = {m["id"]: m for m in httpx.get(f"{srv.base_url}/models", timeout=30).json()["data"]}
+        plus = openai.OpenAI(base_url=srv.base_url, api_key="sk", max_retries=0, timeout=60)
+        reasoning, _, _, _ = stream_answer(plus, model="qwen-plus", messages=USER, max_tokens=2, extra_body=BIASED)
+    assert data["qwen-plus"]["policy"]["thinking_default"] is True
+    assert data["qwen-plus"]["policy"]["stream_only_thinking"] is False  # the built-in row's, kept
+    assert data["house"]["root"] == "tiny" and data["house"]["capabilities"]["thinking_default"] is False
+    assert reasoning == "<think>" * 4
