@@ -205,18 +205,19 @@ class ModelRegistry:
         return model, spec
 
     def names(self) -> Iterator[tuple[str, ServedModel]]:
-        listed = dict(self._by_name)
+        """Every name listed by a model, then the vision names and the configured names that resolve."""
         for model in self._models:
             yield model.name, model
             for alias in model.config.aliases:
                 yield alias, model
-        for name in (*VISION_NAMES, *self._policies):
-            if name not in listed:
-                try:
-                    listed[name] = model = self.resolve(name)
-                except ModelNotFound:
-                    continue
-                yield name, model
+        for name in dict.fromkeys((*VISION_NAMES, *self._policies)):
+            if name in self._by_name:
+                continue
+            try:
+                served = self.resolve(name)
+            except ModelNotFound:
+                continue  # a vision name with no vision model served
+            yield name, served
 
     def __iter__(self) -> Iterator[ServedModel]:
         return iter(self._models)
