@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from qwenhost.aliases import DEFAULT_TEXT_ALIASES, ROUTES, SAMPLING_FIELDS, AliasPolicy, builtin_policy
 from qwenhost.core.types import SamplingOverrides
 from qwenhost.formats.registry import FORMATS
 from qwenhost.media.policy import MediaPolicy
@@ -20,38 +21,19 @@ EMBEDDED = "embedded"
 EMBEDDED_NAME = "smollm2-135m-instruct"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-# DashScope text model names answered by the default model, so DashScope code runs unchanged.
-DASHSCOPE_ALIASES = (
-    "qwen-plus",
-    "qwen-plus-latest",
-    "qwen-turbo",
-    "qwen-turbo-latest",
-    "qwen-flash",
-    "qwen-max",
-    "qwen-max-latest",
-    "qwen-long",
-    "qwen3-max",
-    "qwen3.5-plus",
-    "qwen3.5-flash",
-)
+# DashScope text model names answered by the default model, so DashScope code runs unchanged; each brings
+# its documented defaults (aliases.py), which [alias_policy."<name>"] tables override.
+DASHSCOPE_ALIASES = DEFAULT_TEXT_ALIASES
 
 # Keys of [models.sampling] / [models.sampling_thinking]; each one set overrides the family default.
-SAMPLING_KEYS = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "presence_penalty",
-    "frequency_penalty",
-    "repetition_penalty",
-    "seed",
-)
+SAMPLING_KEYS = SAMPLING_FIELDS
 
 
 # The KV cache types llama.cpp accepts (llama-server --cache-type-k/-v); engine/llamacpp/runner.py maps each
 # name to its ggml type and refuses any other.
 KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-TABLES = ("server", "models", "media")
+TABLES = ("server", "models", "media", "alias_policy")
 
 
 class ConfigError(ValueError):
@@ -122,6 +104,7 @@ class Settings:
     server: ServerConfig = field(default_factory=ServerConfig)
     models: tuple[ModelConfig, ...] = ()
     media: MediaPolicy = field(default_factory=MediaPolicy)
+    alias_policy: tuple[tuple[str, AliasPolicy], ...] = ()  # [alias_policy."<name>"] over the built-in rows
 
 
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
@@ -227,6 +210,23 @@ def _model(raw: Any, index: int, source: _Source) -> ModelConfig:
     return ModelConfig(**values)
 
 
+def _alias_policy(raw: Any, source: _Source) -> tuple[tuple[str, AliasPolicy], ...]:
+    """The [alias_policy."<name>"] tables: each key set overrides that name's built-in policy (aliases.py)."""
+    if not isinstance(raw, Mapping):
+        raise source.error("[alias_policy]", 'must be a table of tables ([alias_policy."qwen-plus"])')
+    out = []
+    for name, table in raw.items():
+        where = f"[alias_policy.{name!r}]"
+        values = source.table(table, AliasPolicy, where, nested=("sampling", "sampling_thinking"))
+        for key in ("sampling", "sampling_thinking"):
+            if key in table:
+                values[key] = _sampling(table[key], f"{where}.{key}", source)
+        if values.get("route", "default") not in ROUTES:
+            raise source.error(f"{where}.route", f"must be one of {', '.join(ROUTES)}, not {values['route']!r}")
+        out.append((name, replace(builtin_policy(name), **values)))
+    return tuple(out)
+
+
 def _check_model(config: ModelConfig, where: str, source: _Source) -> None:
     if config.parallel < 1:
         raise source.error(where, "parallel must be at least 1")
@@ -318,7 +318,8 @@ def load_settings(
     models = _models(raw.get("models", []), source, model_path, {k: v for k, v in given.items() if v is not None})
     _check_unique_names(models, source)
     media = _media(raw.get("media", {}), allow_private_urls, source)
-    return Settings(server=server, models=tuple(models), media=media)
+    policy = _alias_policy(raw.get("alias_policy", {}), source)
+    return Settings(server=server, models=tuple(models), media=media, alias_policy=policy)
 
 
 def _models(raw: list[Any], source: _Source, model_path: str | None, overrides: dict[str, Any]) -> list[ModelConfig]:

@@ -125,7 +125,7 @@ def load_models(settings: Settings) -> ModelRegistry:
         backend = LlamaCppBackend(engine_config(mc, settings.media.max_image_tokens))
         backend.start()
         models.append(served_model(mc, backend))
-    return ModelRegistry(models)
+    return ModelRegistry(models, settings.alias_policy)
 
 
 def is_loopback(host: str) -> bool:

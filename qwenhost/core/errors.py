@@ -70,8 +70,8 @@ class ModelNotFound(ServeError):
     status = 404
     code = "model_not_found"
 
-    def __init__(self, model: str) -> None:
-        super().__init__(f"The model `{model}` does not exist or you do not have access to it.")
+    def __init__(self, model: str, message: str | None = None) -> None:
+        super().__init__(message or f"The model `{model}` does not exist or you do not have access to it.")
 
 
 class InvalidApiKey(ServeError):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 
+from qwenhost.aliases import NO_VISION_MODEL, VISION_NAMES, AliasPolicy, builtin_policy
 from qwenhost.config import ModelConfig
 from qwenhost.core.errors import ModelNotFound
 from qwenhost.core.types import SamplingParams
@@ -36,6 +37,21 @@ class ModelSpec:
 
     def sampling_defaults(self, is_thinking: bool) -> SamplingParams:
         return self.sampling_thinking if is_thinking else self.sampling
+
+    def with_policy(self, policy: AliasPolicy) -> ModelSpec:
+        """The spec a request under an alias sees: the alias's defaults over the model's (aliases.py).
+        The thinking default is the alias's only on a hybrid family (always-on and non-thinking keep theirs)."""
+        thinking = self.thinking_default
+        if self.format.thinking == "hybrid" and policy.thinking_default is not None:
+            thinking = policy.thinking_default
+        stream_only = policy.stream_only_thinking
+        return replace(
+            self,
+            thinking_default=thinking,
+            is_stream_only_thinking=self.is_stream_only_thinking if stream_only is None else stream_only,
+            sampling=policy.sampling.resolve(self.sampling),
+            sampling_thinking=policy.sampling_thinking.resolve(self.sampling_thinking),
+        )
 
 
 @dataclass(frozen=True)
@@ -106,17 +122,25 @@ class ServedModel:
             end_tokens=frozenset(info.end_tokens),
         )
 
-    def capabilities(self) -> dict[str, object]:
+    @property
+    def reads_images(self) -> bool:
+        caps = self.backend.info.media
+        return caps is not None and caps.vision_projector is not None
+
+    def capabilities(self, spec: ModelSpec | None = None) -> dict[str, object]:
+        """What GET /models shows; ``spec``: the defaults under an alias (the model's own when None)."""
+        spec = spec or self.spec
+
         def sampling(is_thinking: bool) -> dict[str, object]:
-            return {k: v for k, v in asdict(self.sampling_defaults(is_thinking)).items() if k not in ("logit_bias",)}
+            return {k: v for k, v in asdict(spec.sampling_defaults(is_thinking)).items() if k not in ("logit_bias",)}
 
         has_thinking = self.format.has_thinking
         return {
             "family": self.format.name,
             "thinking": self.format.thinking,
-            "thinking_default": self.thinking_default,
+            "thinking_default": spec.thinking_default,
             "soft_switch": self.format.soft_switch,
-            "stream_only_thinking": has_thinking and self.is_stream_only_thinking,
+            "stream_only_thinking": has_thinking and spec.is_stream_only_thinking,
             "partial_mode": True,
             "tool_syntax": self.format.tool_syntax,
             "sampling": sampling(False) if self.format.thinking != "always" else None,
@@ -140,24 +164,60 @@ class ServedModel:
 
 
 class ModelRegistry:
-    def __init__(self, models: list[ServedModel]) -> None:
+    """Served models by name or alias, and each name's policy (aliases.py): a name some model lists is that
+    model's; an unlisted qwen-vl-*/qwen3-vl-* name (route "vision") is the first model that reads images; an
+    unlisted name with a configured [alias_policy] row (route "default") is the first model."""
+
+    def __init__(self, models: list[ServedModel], policies: Iterable[tuple[str, AliasPolicy]] = ()) -> None:
         self._models = models
+        self._policies = dict(policies)
         self._by_name: dict[str, ServedModel] = {}
         for model in models:
             for name in (model.name, *model.config.aliases):
                 self._by_name[name] = model
+        self._vision = next((m for m in models if m.reads_images), None)
+        self._specs: dict[str, ModelSpec] = {}
+
+    def policy(self, name: str) -> AliasPolicy:
+        return self._policies.get(name) or builtin_policy(name)
 
     def resolve(self, name: str) -> ServedModel:
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise ModelNotFound(name) from None
+        model = self._by_name.get(name)
+        if model is not None:
+            return model
+        policy = self.policy(name)
+        if policy.route == "vision":
+            if self._vision is None:
+                raise ModelNotFound(name, NO_VISION_MODEL.format(name, name))
+            return self._vision
+        if name in self._policies and self._models:
+            return self._models[0]
+        raise ModelNotFound(name)
+
+    def spec(self, name: str) -> tuple[ServedModel, ModelSpec]:
+        """The model answering ``name`` and its spec under the name's policy."""
+        model = self.resolve(name)
+        spec = self._specs.get(name)
+        if spec is None:
+            spec = model.spec.with_policy(self.policy(name))
+            if name in self._by_name or name in self._policies or name in VISION_NAMES:
+                self._specs[name] = spec  # any qwen-vl-* name resolves: only the known ones are kept
+        return model, spec
 
     def names(self) -> Iterator[tuple[str, ServedModel]]:
+        """Every name listed by a model, then the vision names and the configured names that resolve."""
         for model in self._models:
             yield model.name, model
             for alias in model.config.aliases:
                 yield alias, model
+        for name in dict.fromkeys((*VISION_NAMES, *self._policies)):
+            if name in self._by_name:
+                continue
+            try:
+                served = self.resolve(name)
+            except ModelNotFound:
+                continue  # a vision name with no vision model served
+            yield name, served
 
     def __iter__(self) -> Iterator[ServedModel]:
         return iter(self._models)

@@ -122,8 +122,8 @@ class Preparer:
 
     # -- stages -----------------------------------------------------------------------------------
     def _decide(self, request: ChatRequest) -> tuple[ServedModel, Plan]:
-        model = self.registry.resolve(request.model)
-        plan = decide(request, model.spec)
+        model, spec = self.registry.spec(request.model)  # the model's defaults under the name's policy
+        plan = decide(request, spec)
         if _has_media(request):
             self.media.check_supported(request, model)  # text-only models: a clear 400, not a crash
         return model, plan

@@ -347,3 +347,11 @@ def test_omni_audio_and_image(tmp_path: Path) -> None:
         assert details.audio_tokens == 750 + 2  # mtmd's Whisper window: 30 s -> 750 tokens (docs/multimodal.md)  # type: ignore[union-attr]
         assert details.image_tokens == 12 + 2  # type: ignore[union-attr]
         assert details.text_tokens == usage.prompt_tokens - 752 - 14  # type: ignore[union-attr]
+
+
+def test_unlisted_vision_names_route_to_the_vision_model(vl: openai.OpenAI, qwen25: RunningServer) -> None:
+    """qwen-vl-max and qwen3-vl-flash are in no aliases list: the vision model answers them (docs/models.md)."""
+    r = vl.chat.completions.create(model="qwen-vl-max", messages=[{"role": "user", "content": "hi"}], max_tokens=1)
+    assert r.model == "qwen-vl-max" and r.choices[0].message.content is not None
+    data = {m["id"]: m for m in httpx.get(f"{qwen25.base_url}/models", timeout=30).json()["data"]}
+    assert data["qwen3-vl-flash"]["root"] == "vl" and data["qwen3-vl-flash"]["policy"]["route"] == "vision"

@@ -12,14 +12,18 @@ from qwenhost.ops.lifecycle import SHUTDOWN_MESSAGE, Lifecycle
 from qwenhost.service.models import ModelRegistry, ServedModel
 
 
-def _entry(name: str, model: ServedModel) -> dict[str, object]:
+def _entry(registry: ModelRegistry, name: str, model: ServedModel) -> dict[str, object]:
+    """One name: the model answering it, its capabilities under the name's policy, and the policy itself
+    (null values: the served model's own default; docs/models.md)."""
+    _, spec = registry.spec(name)
     return {
         "id": name,
         "object": "model",
         "created": model.created,
         "owned_by": "qwenhost",
         "root": model.name,
-        "capabilities": model.capabilities(),
+        "capabilities": model.capabilities(spec),
+        "policy": registry.policy(name).describe(),
     }
 
 
@@ -28,7 +32,7 @@ class ModelsRoute:
         self.registry = registry
 
     async def list(self, request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [_entry(n, m) for n, m in self.registry.names()]})
+        return JSONResponse({"object": "list", "data": [_entry(self.registry, n, m) for n, m in self.registry.names()]})
 
     async def get(self, request: Request) -> Response:
         name = request.path_params["model"]
@@ -36,7 +40,7 @@ class ModelsRoute:
             model = self.registry.resolve(name)
         except ModelNotFound as exc:
             return error_response(exc, ids.new_request_id())
-        return JSONResponse(_entry(name, model))
+        return JSONResponse(_entry(self.registry, name, model))
 
 
 class HealthRoute:
