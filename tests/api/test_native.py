@@ -105,7 +105,8 @@ def test_body_limit_and_surrogates_are_the_edge_s() -> None:
 
     client = make_client(hi(), options=EdgeOptions(max_body_bytes=64))
     r = client.post(TEXT, json=body())
-    assert r.status_code == 413 and set(r.json()) == {"code", "message", "request_id"}
+    assert r.status_code == 413 and r.json()["code"] == "BadRequest.TooLarge"
+    assert set(r.json()) == {"code", "message", "request_id"}
     raw = b'{"model":"qwen-plus","input":{"messages":[{"role":"user","content":"\\ud800"}]}}'
     r = make_client(hi()).post(TEXT, content=raw, headers={"content-type": "application/json"})
     assert r.status_code == 400 and set(r.json()) == {"code", "message", "request_id"}
@@ -132,3 +133,11 @@ def test_mid_stream_error_is_an_error_event() -> None:
     assert "\n:HTTP_STATUS/503\n" in r.text
     error = events[-1][1]
     assert error["code"] == "ServiceUnavailable" and error["message"] and error["request_id"]
+
+
+def test_accept_event_stream_alone_streams_and_nothing_else_does() -> None:
+    client = make_client(hi())
+    r = client.post(TEXT, json=body(), headers={"Accept": "text/event-stream"})
+    assert r.headers["content-type"].startswith("text/event-stream") and native_events(r.text)
+    r = client.post(TEXT, json=body(stream=True), headers={"Accept": "application/json; charset=utf-8"})
+    assert r.headers["content-type"].startswith("application/json")  # the SDK never sends stream in the body

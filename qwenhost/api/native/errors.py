@@ -25,6 +25,8 @@ _NATIVE_CODES = {
 
 
 def native_code(error: ServeError) -> str:
+    if error.status == 413:
+        return "BadRequest.TooLarge"
     if error.code in _NATIVE_CODES:
         return _NATIVE_CODES[error.code]
     if error.code[:1].isupper():

@@ -34,7 +34,10 @@ class NativeOptions:
 
 
 def wants_stream(request: Request) -> bool:
-    return request.headers.get("x-dashscope-sse", "").lower() == "enable"
+    """``X-DashScope-SSE: enable`` (every SDK), or ``Accept: text/event-stream`` alone (curl users, spec §7.3)."""
+    if request.headers.get("x-dashscope-sse", "").lower() == "enable":
+        return True
+    return request.headers.get("accept", "").split(";")[0].strip().lower() == "text/event-stream"
 
 
 def _refuse_async(request: Request) -> None:
