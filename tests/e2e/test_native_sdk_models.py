@@ -108,3 +108,48 @@ def test_thinking_streams_reasoning_content(thinker: RunningServer) -> None:
     reasoning = "".join(c.output.choices[0].message.get("reasoning_content") or "" for c in chunks)
     assert reasoning
     assert chunks[-1].usage.output_tokens_details["reasoning_tokens"] > 0
+
+
+@pytest.fixture(scope="module")
+def hybrid(tiny_qwen3_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    config = (
+        f'[[models]]\nname = "tiny-qwen3"\npath = "{tiny_qwen3_gguf}"\nparallel = 1\ncontext_length = 1024\n'
+        "stream_only_thinking = false\n"
+    )
+    with running_server(tmp_path_factory.mktemp("native-tools"), config=config) as srv:
+        yield srv
+
+
+TIME_TOOL = [{"type": "function", "function": {"name": "get_current_time", "description": "time", "parameters": {}}}]
+CALL_TIME = {"type": "function", "function": {"name": "get_current_time"}}
+
+
+def test_tools_round_trip(hybrid: RunningServer) -> None:
+    common: dict[str, Any] = {
+        "model": "tiny-qwen3",
+        "tools": TIME_TOOL,
+        "tool_choice": CALL_TIME,
+        "enable_thinking": False,
+        "result_format": "message",
+        "max_tokens": 120,  # a byte-level vocabulary: every character of the call is a token
+        "seed": 1,
+        "api_key": KEY,
+    }
+    user = [{"role": "user", "content": "What time is it?"}]
+    with native(hybrid):
+        rsp = dashscope.Generation.call(messages=user, **common)
+        assert rsp.status_code == HTTPStatus.OK, (rsp.code, rsp.message)
+        choice = rsp.output.choices[0]
+        assert choice.finish_reason == "tool_calls"
+        call = choice.message.tool_calls[0]
+        assert call["type"] == "function" and call["function"]["name"] == "get_current_time" and call["id"]
+        chunks = list(dashscope.Generation.call(messages=user, stream=True, incremental_output=True, **common))
+        assert all(c.status_code == HTTPStatus.OK for c in chunks)
+        fragments = [t for c in chunks for t in c.output.choices[0].message.get("tool_calls") or []]
+        assert fragments and all(f["index"] == 0 for f in fragments)
+        assert chunks[-1].output.choices[0].finish_reason == "tool_calls"
+        turn = [*user, {"role": "assistant", "content": "", "tool_calls": [call]}]
+        turn.append({"role": "tool", "tool_call_id": call["id"], "content": "12:00"})
+        answer = dashscope.Generation.call(messages=turn, **{**common, "tool_choice": "none", "max_tokens": 4})
+        assert answer.status_code == HTTPStatus.OK, (answer.code, answer.message)
+        assert answer.output.choices[0].message.role == "assistant"
