@@ -23,6 +23,7 @@ from qwenhost.core.events import (
 from qwenhost.core.types import Usage
 from qwenhost.service.job import Job
 
+Delta = ContentDelta | ReasoningDelta | ToolCallStart | ToolCallArgsDelta
 STREAMING = "null"  # the string DashScope sends as finish_reason until the last event
 
 
@@ -108,7 +109,7 @@ class NativeStream:
         if isinstance(event, Finish):
             self._choice(event.choice).finish = event.reason
             return None
-        if not isinstance(event, ContentDelta | ReasoningDelta | ToolCallStart | ToolCallArgsDelta):
+        if not isinstance(event, Delta):
             return None
         self._pieces += 1
         delta = self._apply(event)
@@ -127,9 +128,9 @@ class NativeStream:
     def _choice(self, index: int) -> _Choice:
         return self._choices.setdefault(index, _Choice())
 
-    def _apply(self, event: ChatEvent) -> dict[str, Any]:
+    def _apply(self, event: Delta) -> dict[str, Any]:
         """Adds the delta to the choice's running state; returns the increment as message fields."""
-        state = self._choice(event.choice)  # type: ignore[union-attr]
+        state = self._choice(event.choice)
         if isinstance(event, ContentDelta):
             state.content += event.text
             return {"content": event.text}
@@ -139,7 +140,6 @@ class NativeStream:
         if isinstance(event, ToolCallStart):
             state.calls[event.index] = _call(event.index, event.id, event.name, "")
             return {"tool_calls": [_call(event.index, event.id, event.name, "")]}
-        assert isinstance(event, ToolCallArgsDelta)
         state.calls[event.index]["function"]["arguments"] += event.text
         return {"tool_calls": [_call(event.index, "", None, event.text)]}
 
