@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, running_server
 
 dashscope = pytest.importorskip("dashscope")
 pytestmark = pytest.mark.e2e
@@ -94,3 +95,15 @@ def test_multimodal_route_answers_in_parts() -> None:
     assert rsp.status_code == HTTPStatus.OK, (rsp.code, rsp.message)
     content = rsp.output.choices[0].message.content
     assert isinstance(content, list) and isinstance(content[0]["text"], str)
+
+
+def test_api_key_is_checked(tmp_path: Path) -> None:
+    with running_server(tmp_path, ("--api-key", "sk-one", "--context-length", "2048", "--parallel", "1")) as srv:
+        base = srv.root + "/api/v1"
+        ok = dashscope.Generation.call(messages=MESSAGES, base_address=base, **{**CHEAP, "api_key": "sk-one"})
+        assert ok.status_code == HTTPStatus.OK, (ok.code, ok.message)
+        bad = dashscope.Generation.call(messages=MESSAGES, base_address=base, **{**CHEAP, "api_key": "sk-wrong"})
+        assert (bad.status_code, bad.code, bad.message) == (401, "InvalidApiKey", "Invalid API-key provided.")
+        kw = {**CHEAP, "api_key": "sk-wrong"}
+        chunks = list(dashscope.Generation.call(messages=MESSAGES, base_address=base, stream=True, **kw))
+        assert [(c.status_code, c.code) for c in chunks] == [(401, "InvalidApiKey")]
