@@ -1,4 +1,5 @@
-"""create_app(): the Starlette application — routes under /compatible-mode/v1 and /v1, auth, errors."""
+"""create_app(): the Starlette application — compatible mode under /compatible-mode/v1 and /v1, the native
+protocol under /api/v1, auth, errors."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from starlette.routing import Route
 
 from qwenhost.api.errors import error_response
 from qwenhost.api.middleware import AuthMiddleware, ErrorGuard, InFlight
+from qwenhost.api.native.dialect import MULTIMODAL_PATH, TEXT_PATH, NativeDialect
+from qwenhost.api.native.errors import PREFIX as NATIVE_PREFIX
 from qwenhost.api.options import EdgeOptions
 from qwenhost.api.routes.chat import ChatRoute
 from qwenhost.api.routes.models import HealthRoute, ModelsRoute
@@ -54,6 +57,9 @@ def create_app(
     chat = ChatRoute(service, metrics, options, lifecycle)
     models = ModelsRoute(service.registry)
     routes = [Route("/health", HealthRoute(service.registry, lifecycle).handle, methods=["GET"])]
+    for path, multimodal in ((TEXT_PATH, False), (MULTIMODAL_PATH, True)):
+        native = ChatRoute(service, metrics, options, lifecycle, NativeDialect(multimodal=multimodal))
+        routes.append(Route(NATIVE_PREFIX + path, native.handle, methods=["POST"]))
     for prefix in PREFIXES:
         routes += [
             Route(f"{prefix}/chat/completions", chat.handle, methods=["POST"]),

@@ -8,6 +8,8 @@ import logging
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qwenhost.api.errors import error_response
+from qwenhost.api.native.errors import PREFIX as NATIVE_PREFIX
+from qwenhost.api.native.errors import native_error_response
 from qwenhost.core import ids
 from qwenhost.core.errors import InternalError, InvalidApiKey
 from qwenhost.ops.auth import KeyStore, bearer_token
@@ -86,7 +88,10 @@ class AuthMiddleware:
         token = bearer_token(scope.get("headers", ()))
         key_id = self.keys.verify(token) if token else None
         if key_id is None:
-            response = error_response(InvalidApiKey(), ids.new_request_id())
+            if scope["path"].startswith(NATIVE_PREFIX + "/"):  # the native protocol's own error body
+                response = native_error_response(InvalidApiKey(), ids.new_request_id())
+            else:
+                response = error_response(InvalidApiKey(), ids.new_request_id())
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})["key_id"] = key_id

@@ -1,5 +1,6 @@
 """POST /chat/completions: read and check the body, prepare (errors before the first byte), then stream or
-fold run(). A client that leaves is noticed at every stage, and its job is closed at once."""
+fold run(). A client that leaves is noticed at every stage, and its job is closed at once. The wire side
+(parsing, rendering, error bodies) is a Dialect, so the native protocol (api/native/) shares this pipeline."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -21,7 +22,8 @@ from qwenhost.api.render import ChunkRenderer, completion_json
 from qwenhost.api.sse import DONE, frame
 from qwenhost.core import ids
 from qwenhost.core.errors import InternalError, InvalidParameter, ServeError, ServiceUnavailable
-from qwenhost.core.events import ChatEvent, UsageReport, afold
+from qwenhost.core.events import ChatEvent, FoldedAnswer, UsageReport, afold
+from qwenhost.core.types import ChatRequest
 from qwenhost.ops.lifecycle import SHUTDOWN_MESSAGE, Lifecycle
 from qwenhost.ops.metrics import Metrics, RequestObserver
 from qwenhost.service.chat import ChatService, Job
@@ -32,18 +34,83 @@ CLIENT_CLOSED = 499  # nginx's status for a client that closed the connection: l
 _LEFT = object()  # what _unless_disconnected returns when the client left first
 
 
-def _wants_stream(body: Any) -> bool:
-    return isinstance(body, dict) and body.get("stream") is True
+class StreamRenderer(Protocol):
+    """One streaming request's framing: each event's bytes (or None), the end, and an in-band error."""
+
+    def render(self, event: ChatEvent) -> bytes | None: ...
+
+    def end(self) -> bytes: ...
+
+    def error(self, exc: ServeError, request_id: str) -> bytes: ...
+
+
+class Dialect(Protocol):
+    """How one wire protocol reads a request and writes answers and errors."""
+
+    def parse(self, body: Any, request: Request) -> tuple[ChatRequest, Any]:
+        """The domain request, and the wire's own response options (handed back to the renderers)."""
+        ...
+
+    def wants_stream(self, body: Any, request: Request) -> bool: ...
+
+    def error_response(self, error: ServeError, request_id: str, *, is_sse: bool = False) -> Response: ...
+
+    def stream_renderer(self, job: Job, wire: Any) -> StreamRenderer: ...
+
+    def completion(self, answer: FoldedAnswer, job: Job, wire: Any) -> dict[str, Any]: ...
+
+
+class _CompatStream:
+    def __init__(self, job: Job) -> None:
+        self._renderer = ChunkRenderer(job.completion_id, job.model_name, job.created, is_thinking=job.is_thinking)
+        self._include_usage = job.request.include_usage
+
+    def render(self, event: ChatEvent) -> bytes | None:
+        if isinstance(event, UsageReport) and not self._include_usage:
+            return None
+        chunk = self._renderer.render(event)
+        return frame(chunk) if chunk is not None else None
+
+    def end(self) -> bytes:
+        return DONE
+
+    def error(self, exc: ServeError, request_id: str) -> bytes:
+        return frame(error_body(exc, request_id)) + DONE
+
+
+class CompatDialect:
+    """Compatible mode: OpenAI-shaped bodies, ``data:`` frames ending in ``[DONE]``, ``{"error": …}`` bodies."""
+
+    def parse(self, body: Any, request: Request) -> tuple[ChatRequest, Any]:
+        return parse_chat_request(body), None
+
+    def wants_stream(self, body: Any, request: Request) -> bool:
+        return isinstance(body, dict) and body.get("stream") is True
+
+    def error_response(self, error: ServeError, request_id: str, *, is_sse: bool = False) -> Response:
+        return error_response(error, request_id, is_sse=is_sse)
+
+    def stream_renderer(self, job: Job, wire: Any) -> StreamRenderer:
+        return _CompatStream(job)
+
+    def completion(self, answer: FoldedAnswer, job: Job, wire: Any) -> dict[str, Any]:
+        return completion_json(answer, job.completion_id, job.model_name, job.created)
 
 
 class ChatRoute:
     def __init__(
-        self, service: ChatService, metrics: Metrics | None, options: EdgeOptions, lifecycle: Lifecycle
+        self,
+        service: ChatService,
+        metrics: Metrics | None,
+        options: EdgeOptions,
+        lifecycle: Lifecycle,
+        dialect: Dialect | None = None,
     ) -> None:
         self.service = service
         self.metrics = metrics
         self.options = options
         self.lifecycle = lifecycle
+        self.dialect: Dialect = dialect or CompatDialect()
 
     async def handle(self, request: Request) -> Response:
         request_id = ids.new_request_id()
@@ -53,7 +120,7 @@ class ChatRoute:
             raw = await read_body(request, self.options.max_body_bytes)
             body = parse_json(raw)
             refuse_unencodable(raw, body)  # before anything else reads a string of it
-            chat = parse_chat_request(body)
+            chat, wire = self.dialect.parse(body, request)
             observer.set_model(chat.model)
             observer.stream = chat.stream
             if self.lifecycle.is_draining:
@@ -62,11 +129,11 @@ class ChatRoute:
             job = await self.service.aprepare(chat, request_id=request_id, key_id=observer.key_id, inject_fault=fault)
         except ServeError as exc:
             observer.close(exc.status, None, exc.message)
-            return error_response(exc, request_id, is_sse=_wants_stream(body))
+            return self.dialect.error_response(exc, request_id, is_sse=self.dialect.wants_stream(body, request))
         events = self.service.run(job)
         if chat.stream:
-            return await self._stream(job, events, observer, request)
-        return await self._complete(job, events, observer, request)
+            return await self._stream(job, wire, events, observer, request)
+        return await self._complete(job, wire, events, observer, request)
 
     def _inject_fault(self, request: Request) -> bool:
         """The test seam: honoured only with ``[server] test_faults = true``; otherwise never looked at."""
@@ -80,7 +147,7 @@ class ChatRoute:
         return True
 
     async def _stream(
-        self, job: Job, events: AsyncIterator[ChatEvent], observer: RequestObserver, request: Request
+        self, job: Job, wire: Any, events: AsyncIterator[ChatEvent], observer: RequestObserver, request: Request
     ) -> Response:
         # Queued or prefilling, the request has sent nothing yet: only watching the connection tells whether
         # the client is still there. Queueing errors still get their HTTP status.
@@ -89,27 +156,27 @@ class ChatRoute:
         except ServeError as exc:
             await _close(job, events)
             observer.close(exc.status, None, exc.message)
-            return error_response(exc, job.request_id, is_sse=True)
+            return self.dialect.error_response(exc, job.request_id, is_sse=True)
         except Exception:
             await _close(job, events)
             log.exception("stream %s failed before its first event", job.request_id)
             observer.close(500, None, "internal error")
-            return error_response(InternalError(), job.request_id, is_sse=True)
+            return self.dialect.error_response(InternalError(), job.request_id, is_sse=True)
         if first is _LEFT:
             await _close(job, events)
             observer.close(CLIENT_CLOSED, None, "client disconnected before the first event")
             return Response(status_code=CLIENT_CLOSED)
         return ClosingStreamingResponse(
-            self._sse(job, first, events, observer),
+            self._sse(job, wire, first, events, observer),
             on_close=lambda: _close(job, events),
             media_type="text/event-stream",
             headers={"x-request-id": job.request_id, "cache-control": "no-cache"},
         )
 
     async def _sse(
-        self, job: Job, first: ChatEvent, events: AsyncIterator[ChatEvent], observer: RequestObserver
+        self, job: Job, wire: Any, first: ChatEvent, events: AsyncIterator[ChatEvent], observer: RequestObserver
     ) -> AsyncIterator[bytes]:
-        renderer = ChunkRenderer(job.completion_id, job.model_name, job.created, is_thinking=job.is_thinking)
+        renderer = self.dialect.stream_renderer(job, wire)
         status, error, usage = 200, None, None
         try:
             event: ChatEvent | None = first
@@ -117,21 +184,18 @@ class ChatRoute:
                 observer.on_event(event)
                 if isinstance(event, UsageReport):
                     usage = event.usage
-                if job.request.include_usage or not isinstance(event, UsageReport):
-                    chunk = renderer.render(event)
-                    if chunk is not None:
-                        yield frame(chunk)
+                data = renderer.render(event)
+                if data is not None:
+                    yield data
                 event = await anext(events, None)
-            yield DONE
+            yield renderer.end()
         except ServeError as exc:  # after the stream started: one in-band error frame (spec §3.1, §7.5)
             status, error = exc.status, exc.message
-            yield frame(error_body(exc, job.request_id))
-            yield DONE
+            yield renderer.error(exc, job.request_id)
         except Exception as exc:
             log.exception("stream %s failed", job.request_id)
             status, error = 500, repr(exc)
-            yield frame(error_body(InternalError(), job.request_id))
-            yield DONE
+            yield renderer.error(InternalError(), job.request_id)
         except BaseException:  # cancelled: the client left mid-stream (Starlette cancels the body)
             status, error = CLIENT_CLOSED, "client disconnected"
             raise
@@ -140,7 +204,7 @@ class ChatRoute:
             observer.close(status if error else 200, usage, error)
 
     async def _complete(
-        self, job: Job, events: AsyncIterator[ChatEvent], observer: RequestObserver, request: Request
+        self, job: Job, wire: Any, events: AsyncIterator[ChatEvent], observer: RequestObserver, request: Request
     ) -> Response:
         async def fold() -> Any:
             async def observed() -> AsyncIterator[ChatEvent]:
@@ -154,14 +218,14 @@ class ChatRoute:
             answer = await _unless_disconnected(fold(), request)
         except ServeError as exc:
             observer.close(exc.status, None, exc.message)
-            return error_response(exc, job.request_id)
+            return self.dialect.error_response(exc, job.request_id)
         finally:
             await _close(job, events)
         if answer is _LEFT:  # the client left; run() was cancelled before its UsageReport, its sequences freed
             observer.close(CLIENT_CLOSED, None, "client disconnected")
             return Response(status_code=CLIENT_CLOSED)
         observer.close(200, answer.usage)
-        payload = completion_json(answer, job.completion_id, job.model_name, job.created)
+        payload = self.dialect.completion(answer, job, wire)
         return Response(dumps(payload), media_type="application/json", headers={"x-request-id": job.request_id})
 
 

@@ -1,0 +1,177 @@
+"""ChatEvents -> native DashScope JSON: ``output`` in text or message format, native ``usage``, and the
+``id:``/``event:result``/``:HTTP_STATUS/200``/``data:`` framing with cumulative usage in every event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from qwenhost.api.errors import dumps
+from qwenhost.api.native.errors import native_error_body
+from qwenhost.api.native.request import NativeOptions
+from qwenhost.core.errors import ServeError
+from qwenhost.core.events import (
+    ChatEvent,
+    ContentDelta,
+    Finish,
+    FoldedAnswer,
+    ReasoningDelta,
+    ToolCallArgsDelta,
+    ToolCallStart,
+    UsageReport,
+)
+from qwenhost.core.types import Usage
+from qwenhost.service.job import Job
+
+Delta = ContentDelta | ReasoningDelta | ToolCallStart | ToolCallArgsDelta
+STREAMING = "null"  # the string DashScope sends as finish_reason until the last event
+
+
+def native_usage(usage: Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "input_tokens": usage.prompt_tokens,
+        "output_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cache.cached_tokens},
+    }
+    if usage.reasoning_tokens is not None:
+        out["output_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    details = {k: getattr(usage, k) for k in ("text_tokens", "image_tokens", "video_tokens", "audio_tokens")}
+    details = {k: v for k, v in details.items() if v is not None}
+    if details:
+        out["input_tokens_details"] = details
+        out.update({k: v for k, v in details.items() if k != "text_tokens"})
+    return out
+
+
+def result_format(options: NativeOptions, job: Job) -> str:
+    """The asked format, else ``message`` for a thinking answer (its reasoning needs it), else ``text``."""
+    if options.result_format is not None:
+        return options.result_format
+    return "message" if job.is_thinking else "text"
+
+
+def _content(text: str, multimodal: bool) -> Any:
+    return [{"text": text}] if multimodal else text
+
+
+def _call(index: int, call_id: str, name: str | None, arguments: str) -> dict[str, Any]:
+    function: dict[str, Any] = {"arguments": arguments} if name is None else {"name": name, "arguments": arguments}
+    out: dict[str, Any] = {"index": index, "type": "function", "function": function}
+    if call_id:
+        out["id"] = call_id
+    return out
+
+
+def native_completion(answer: FoldedAnswer, job: Job, options: NativeOptions) -> dict[str, Any]:
+    usage = native_usage(answer.usage) if answer.usage is not None else {}
+    body: dict[str, Any] = {"output": {}, "usage": usage, "request_id": job.request_id}
+    if result_format(options, job) == "text":
+        first = answer.choices[0]
+        body["output"] = {"text": first.content, "finish_reason": first.finish_reason}
+        return body
+    choices = []
+    for c in answer.choices:
+        message: dict[str, Any] = {"role": "assistant", "content": _content(c.content, options.multimodal)}
+        if c.reasoning_content is not None:
+            message["reasoning_content"] = c.reasoning_content
+        if c.tool_calls:
+            message["tool_calls"] = [_call(i, t.id, t.name, t.arguments) for i, t in enumerate(c.tool_calls)]
+        choices.append({"finish_reason": c.finish_reason, "message": message, "index": c.index})
+    body["output"] = {"choices": choices}
+    return body
+
+
+@dataclass(slots=True)
+class _Choice:
+    content: str = ""
+    reasoning: str = ""
+    calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    finish: str | None = None
+
+
+class NativeStream:
+    """One streaming request: an event per delta, the finish held until the exact usage arrives."""
+
+    def __init__(self, job: Job, options: NativeOptions) -> None:
+        self._job = job
+        self._options = options
+        self._text = result_format(options, job) == "text"
+        self._choices: dict[int, _Choice] = {}
+        self._id = 0
+        self._pieces = 0  # output pieces sent so far: the running output_tokens until the engine's count
+        self._usage: Usage | None = None
+
+    def render(self, event: ChatEvent) -> bytes | None:
+        if isinstance(event, UsageReport):
+            self._usage = event.usage
+            return self._finishes()
+        if isinstance(event, Finish):
+            self._choice(event.choice).finish = event.reason
+            return None
+        if not isinstance(event, Delta):
+            return None
+        self._pieces += 1
+        delta = self._apply(event)
+        if self._text and not isinstance(event, ContentDelta):
+            return None  # text format carries the content only
+        return self._frame(event.choice, delta, STREAMING)
+
+    def end(self) -> bytes:
+        return self._finishes()  # normally empty: the UsageReport already closed every choice
+
+    def error(self, exc: ServeError, request_id: str) -> bytes:
+        self._id += 1
+        data = dumps(native_error_body(exc, request_id))
+        return f"id:{self._id}\nevent:error\n:HTTP_STATUS/{exc.status}\ndata:{data}\n\n".encode()
+
+    def _choice(self, index: int) -> _Choice:
+        return self._choices.setdefault(index, _Choice())
+
+    def _apply(self, event: Delta) -> dict[str, Any]:
+        """Adds the delta to the choice's running state; returns the increment as message fields."""
+        state = self._choice(event.choice)
+        if isinstance(event, ContentDelta):
+            state.content += event.text
+            return {"content": event.text}
+        if isinstance(event, ReasoningDelta):
+            state.reasoning += event.text
+            return {"reasoning_content": event.text}
+        if isinstance(event, ToolCallStart):
+            state.calls[event.index] = _call(event.index, event.id, event.name, "")
+            return {"tool_calls": [_call(event.index, event.id, event.name, "")]}
+        state.calls[event.index]["function"]["arguments"] += event.text
+        return {"tool_calls": [_call(event.index, "", None, event.text)]}
+
+    def _finishes(self) -> bytes:
+        out = b""
+        for index, state in sorted(self._choices.items()):
+            if state.finish is not None:
+                out += self._frame(index, {}, state.finish)
+                state.finish = None
+        return out
+
+    def _frame(self, index: int, delta: dict[str, Any], finish: str) -> bytes:
+        state = self._choice(index)
+        if self._options.incremental:
+            fields = {"content": "", **delta}
+        else:
+            fields = {"content": state.content}
+            if state.reasoning:
+                fields["reasoning_content"] = state.reasoning
+            if state.calls:
+                fields["tool_calls"] = list(state.calls.values())
+        if self._text:
+            output: dict[str, Any] = {"text": fields["content"], "finish_reason": finish}
+        else:
+            message = {"role": "assistant", **fields, "content": _content(fields["content"], self._options.multimodal)}
+            output = {"choices": [{"finish_reason": finish, "message": message, "index": index}]}
+        self._id += 1
+        payload = {"output": output, "usage": self._running_usage(), "request_id": self._job.request_id}
+        return f"id:{self._id}\nevent:result\n:HTTP_STATUS/200\ndata:{dumps(payload)}\n\n".encode()
+
+    def _running_usage(self) -> dict[str, Any]:
+        if self._usage is not None:
+            return native_usage(self._usage)
+        prompt = len(self._job.prompt.tokens)
+        return {"input_tokens": prompt, "output_tokens": self._pieces, "total_tokens": prompt + self._pieces}
