@@ -85,7 +85,3 @@ class Reservation:
         if not self._released:
             self._released = True
             self._admission._release(self._key)
-
-    @property
-    def is_released(self) -> bool:
-        return self._released

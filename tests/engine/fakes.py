@@ -148,9 +148,9 @@ def run_prompt(s: Scheduler) -> None:
             return
         s.on_decoded(plan)
         for bt in plan.tokens:
-            if bt.owner is not None and s.prompt_done(bt.owner):
+            if bt.owner is not None and bt.owner.is_prompt_computed:
                 for seq in bt.owner.group.seqs:
-                    if seq.state is SeqState.PREFILL and s.prompt_done(seq):
+                    if seq.state is SeqState.PREFILL and seq.is_prompt_computed:
                         s.on_sampled(seq, 500)
         if all(q.state is not SeqState.PREFILL for q in s.running):
             return

@@ -22,7 +22,7 @@ def test_finished_slot_is_reused_for_a_shared_prefix() -> None:
     s.submit(request("a", [1, 2, 3, 4, 5, 6]))
     run_prompt(s)
     seq = s.groups["a"].seqs[0]
-    s.finish(seq, "stop")
+    s.finish(seq)
     assert s.slots[seq.slot].tokens == [1, 2, 3, 4, 5, 6]  # the sampled token was never decoded
     s.submit(request("b", [1, 2, 3, 4, 9]))
     plan = s.schedule()
@@ -40,7 +40,7 @@ def test_a_follow_up_turn_takes_over_its_own_slot() -> None:
     s.submit(request("a", [1, 2, 3]))
     run_prompt(s)
     seq = s.groups["a"].seqs[0]
-    s.finish(seq, "stop")
+    s.finish(seq)
     s.submit(request("b", [1, 2, 3, 500, 7, 8]))  # the conversation goes on: everything cached is kept
     plan = s.schedule()
     # the sampled 500 was never decoded, so the slot holds [1, 2, 3]
@@ -52,7 +52,7 @@ def test_identical_prompt_recomputes_its_last_token() -> None:
     s = Scheduler(config(), Clock())
     s.submit(request("a", [1, 2, 3]))
     run_prompt(s)
-    s.finish(s.groups["a"].seqs[0], "stop")
+    s.finish(s.groups["a"].seqs[0])
     s.submit(request("b", [1, 2, 3]))
     plan = s.schedule()
     assert plan.admitted[0].cached_tokens == 2 and [t.token for t in plan.tokens] == [3]
@@ -75,7 +75,7 @@ def test_cache_salt_isolates_keys() -> None:
     s = Scheduler(config(), Clock())
     s.submit(request("a", [1, 2, 3, 4], salt="alice"))
     run_prompt(s)
-    s.finish(s.groups["a"].seqs[0], "stop")
+    s.finish(s.groups["a"].seqs[0])
     s.submit(request("b", [1, 2, 3, 5], salt="bob"))
     assert s.schedule().admitted[0].cached_tokens == 0
 
@@ -91,7 +91,7 @@ def test_explicit_cache_pins_and_hits() -> None:
     ops = s.cache.take_pending_ops()
     pin_id = s.pins[0].seq_id
     assert MemOp("cp", pin_id, src=group.seqs[0].slot, p0=0, p1=6) in ops
-    s.finish(group.seqs[0], "stop")
+    s.finish(group.seqs[0])
     s.slots[group.seqs[0].slot].tokens = []  # even if the slot's own cache is gone, the pin serves
     s.submit(request("b", [*prompt[:6], 99], pins=(6,)))
     plan = s.schedule()
@@ -116,7 +116,7 @@ def test_evict_idle_drops_least_recently_used() -> None:
         clock.now += 1
         s.submit(request(rid, [i + 1, 9]))
         run_prompt(s)
-        s.finish(s.groups[rid].seqs[0], "stop")
+        s.finish(s.groups[rid].seqs[0])
     assert s.cache.evict_idle()
     assert [slot.tokens for slot in s.slots].count([]) == 1
     assert any(op.kind == "rm" for op in s.cache.take_pending_ops())
@@ -129,7 +129,7 @@ def test_identical_prompt_with_kept_logits_is_reused_whole() -> None:
     lead = s.groups["a"].seqs[0]
     s.cache.note_prompt_logits(lead)
     for seq in s.groups["a"].seqs:
-        s.finish(seq, "stop")
+        s.finish(seq)
     s.submit(request("b", [1, 2, 3], n=2))
     plan = s.schedule()
     group = plan.admitted[0]
@@ -145,10 +145,10 @@ def test_kept_logits_are_forgotten_when_the_cells_change() -> None:
     s.submit(request("a", [1, 2, 3]))
     run_prompt(s)
     s.cache.note_prompt_logits(s.groups["a"].seqs[0])
-    s.finish(s.groups["a"].seqs[0], "stop")
+    s.finish(s.groups["a"].seqs[0])
     s.submit(request("b", [1, 2, 9]))  # reuses [1, 2] only: position 2 is rewritten
     run_prompt(s)
-    s.finish(s.groups["b"].seqs[0], "stop")
+    s.finish(s.groups["b"].seqs[0])
     s.submit(request("c", [1, 2, 3]))
     plan = s.schedule()
     assert not plan.replay and plan.admitted[0].cached_tokens == 2
@@ -172,8 +172,8 @@ def test_short_prefixes_are_not_copied_when_copies_are_costly() -> None:
     assert [op.kind for op in plan.mem_ops].count("cp") == 1
     assert plan.admitted[0].cached_tokens == 4
     # "a" again, finished: "d" shares 3 tokens and "a" holds only 1 more, so "a"'s slot is taken over
-    s.finish(s.groups["a"].seqs[0], "stop")
-    s.finish(s.groups["b"].seqs[0], "stop")
+    s.finish(s.groups["a"].seqs[0])
+    s.finish(s.groups["b"].seqs[0])
     s.submit(request("d", [7, 7, 7, 9]))
     plan = s.schedule()
     assert not [op for op in plan.mem_ops if op.kind == "cp"]
@@ -181,7 +181,7 @@ def test_short_prefixes_are_not_copied_when_copies_are_costly() -> None:
     s3 = Scheduler(config(min_copy_tokens=4), Clock())
     s3.submit(request("a", [7, 7, 1]))
     run_prompt(s3)
-    s3.finish(s3.groups["a"].seqs[0], "stop")
+    s3.finish(s3.groups["a"].seqs[0])
     s3.submit(request("c", [7, 7, 1, 5, 6]))  # a follow-up turn: its own slot, no copy, reuse kept
     plan = s3.schedule()
     assert not [op for op in plan.mem_ops if op.kind == "cp"]

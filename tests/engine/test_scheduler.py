@@ -16,7 +16,7 @@ def test_waiting_requests_are_admitted_as_slots_free() -> None:
     for i in range(2, 6):  # the scheduler never refuses: engine/admission.py bounds what reaches it
         s.submit(request(f"r{i}", [4, 5]))
     assert not s.schedule().admitted  # both slots busy
-    s.finish(s.groups["r0"].seqs[0], "stop")
+    s.finish(s.groups["r0"].seqs[0])
     assert [g.request_id for g in s.schedule().admitted] == ["r2"]
 
 
@@ -75,7 +75,7 @@ def test_preemption_requeues_the_newest_and_recomputes() -> None:
     clock.now += 3600
     plan = s.schedule()
     assert not plan.admitted and not plan.expired  # full cache: wait for "old"; a preempted request never expires
-    s.finish(s.groups["old"].seqs[0], "stop")
+    s.finish(s.groups["old"].seqs[0])
     plan = s.schedule()
     assert plan.admitted[0] is victim.group
     assert [t.token for t in plan.tokens] == [3, 4, 500]  # prompt and the sampled token are recomputed
@@ -90,7 +90,7 @@ def test_abort_while_queued_leaves_the_queue_and_never_runs() -> None:
     group = s.abort("b")
     assert group is not None and all(seq.state is SeqState.FINISHED for seq in group.seqs)
     assert s.num_waiting == 0 and "b" not in s.groups
-    s.finish(s.groups["a"].seqs[0], "stop")
+    s.finish(s.groups["a"].seqs[0])
     plan = s.schedule()
     assert not plan.admitted and not plan.tokens and not s.has_work()
     assert s.abort("b") is None  # a second abort (the client's, after the engine's) is harmless
@@ -146,7 +146,7 @@ def test_a_burst_beyond_the_slots_is_queued_never_refused() -> None:
         for seq in list(s.running):
             if seq.is_prompt_computed:
                 s.on_sampled(seq, 9)
-                s.finish(seq, "length")
+                s.finish(seq)
                 if seq.group.is_done:
                     finished.append(seq.group.request_id)
         if not s.has_work():

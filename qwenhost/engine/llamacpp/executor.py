@@ -19,7 +19,7 @@ import numpy as np
 
 from qwenhost.core.errors import CapacityExceeded, InternalError, ServeError
 from qwenhost.core.types import CacheReport
-from qwenhost.engine.llamacpp.commands import Abort, CancelAll, Command, Delivery, MediaDone, Stop, Submit
+from qwenhost.engine.llamacpp.commands import Abort, CancelAll, Command, Delivery, MediaDone, Submit
 from qwenhost.engine.llamacpp.decoder import SamplerFactory, SequenceDecoder, Vocabulary
 from qwenhost.engine.llamacpp.encoder import MediaFeed
 from qwenhost.engine.llamacpp.plan import BatchToken, MediaSlice, MemOp, StepPlan
@@ -29,6 +29,7 @@ from qwenhost.engine.llamacpp.sequence import Group, SeqState, Sequence
 from qwenhost.engine.protocol import PromptDone, StepOut, TokenOut
 
 log = logging.getLogger("qwenhost.engine")
+MEDIA_ENCODE_FAILED = "The multimodal content could not be encoded."
 
 
 class Runner(Vocabulary, Protocol):
@@ -93,11 +94,9 @@ class EngineExecutor:
                     self._on_media(key, array)
                 case CancelAll(error):
                     self.fail_all(error)
-                case Stop():
-                    pass  # the loop leaves; what is left is failed there
+                # Stop never reaches here: the loop handles it and fails what is left itself.
         except Exception:
-            self.stats.faults += 1
-            log.exception("engine command %s failed", type(command).__name__)
+            self._fault([], f"engine command {type(command).__name__}")
             self._fail_command(command)
 
     def _fail_command(self, command: Command) -> None:
@@ -108,7 +107,7 @@ class EngineExecutor:
                 self.fail_request(request_id, InternalError())
             case MediaDone(key):
                 for group in [g for g in self.scheduler.groups.values() if any(s.key == key for s in g.request.media)]:
-                    self.fail(group, InternalError("The multimodal content could not be encoded."))
+                    self.fail(group, InternalError(MEDIA_ENCODE_FAILED))
             case CancelAll(error):
                 self.fail_all(error)
 
@@ -157,10 +156,7 @@ class EngineExecutor:
         try:
             progressed = self._run(plan)
         except Exception:  # a bug outside the finer boundaries: the requests of this step pay, no others
-            self.stats.faults += 1
-            log.exception("engine step failed")
-            for group in plan.groups():
-                self.fail(group, InternalError(), is_kv_suspect=True)
+            self._fault(plan.groups(), "engine step")
             progressed = True
         self.stats.step_s += time.perf_counter() - started
         return progressed
@@ -195,9 +191,7 @@ class EngineExecutor:
         try:
             work(group)
         except Exception:
-            self.stats.faults += 1
-            log.exception("engine work for request %s failed", group.request_id)
-            self.fail(group, InternalError(), is_kv_suspect=True)
+            self._fault([group], f"engine work for request {group.request_id}")
 
     def _start_group(self, group: Group) -> None:
         request = group.request
@@ -211,22 +205,29 @@ class EngineExecutor:
         try:
             return self.runner.decode(plan.tokens)
         except KvCacheFull:
-            # Make room and let the next schedule() plan it again.
-            if self.scheduler.cache.evict_idle():
-                return None
-            if self.scheduler.preempt_one() is not None:
-                self.stats.preemptions += 1
-                return None
-            # One sequence alone does not fit: fail the requests in this batch, not the queued ones.
-            for group in plan.batch_groups():
-                self.fail(group, CapacityExceeded())
-            return None
+            if not self._make_room():  # one sequence alone does not fit: this batch fails, not the queue
+                for group in plan.batch_groups():
+                    self.fail(group, CapacityExceeded())
+            return None  # the next schedule() plans it again
         except Exception:
-            self.stats.faults += 1
-            log.exception("llama_decode failed")
-            for group in plan.batch_groups():
-                self.fail(group, InternalError(), is_kv_suspect=True)
+            self._fault(plan.batch_groups(), "llama_decode")
             return None
+
+    def _make_room(self) -> bool:
+        """After KvCacheFull: drop an idle cached prefix, else preempt a running sequence; False if neither."""
+        if self.scheduler.cache.evict_idle():
+            return True
+        if self.scheduler.preempt_one() is not None:
+            self.stats.preemptions += 1
+            return True
+        return False
+
+    def _fault(self, groups: Iterable[Group], what: str, *, is_kv_suspect: bool = True) -> None:
+        """A failure caught by a boundary: count it, log it, and fail only ``groups``."""
+        self.stats.faults += 1
+        log.exception("%s failed", what)
+        for group in list(groups):
+            self.fail(group, InternalError(), is_kv_suspect=is_kv_suspect)
 
     # -- sampling ---------------------------------------------------------------------------------
     def _sample_all(self, plan: StepPlan, rows: dict[int, int]) -> None:
@@ -267,15 +268,13 @@ class EngineExecutor:
             by_request.setdefault(seq.group.request_id, []).append(out)
 
     def _sampling_failed(self, seq: Sequence) -> None:
-        self.stats.faults += 1
-        log.exception("sampling failed for request %s", seq.group.request_id)
-        self.fail(seq.group, InternalError())
+        self._fault([seq.group], f"sampling for request {seq.group.request_id}", is_kv_suspect=False)
 
     def _sample_one(self, seq: Sequence, row: int, stored: np.ndarray | None = None) -> TokenOut:
         out = self._decoders[seq].next_token(row, stored)
         self.scheduler.on_sampled(seq, out.token_id)
         if out.finish is not None:
-            self.scheduler.finish(seq, out.finish)
+            self.scheduler.finish(seq)
             self._free_seq(seq)
             if self.media is not None and seq.group.is_done:
                 self.media.release(seq.group)
@@ -324,7 +323,7 @@ class EngineExecutor:
                 continue
             group = self.scheduler.groups.get(request_id)
             if group is not None:
-                self.fail(group, InternalError("The multimodal content could not be encoded."))
+                self.fail(group, InternalError(MEDIA_ENCODE_FAILED))
 
     def _decode_media(self, slices: list[MediaSlice]) -> None:
         assert self.media is not None  # the scheduler plans slices only for spans the feed delivered
@@ -335,13 +334,11 @@ class EngineExecutor:
                 rows, positions = self.media.slice_input(piece)
                 self.runner.decode_embeddings(rows, positions, piece.seq_ids)
             except KvCacheFull:
-                if not self.scheduler.cache.evict_idle() and self.scheduler.preempt_one() is None:
+                if not self._make_room():
                     self.fail(piece.group, CapacityExceeded())
                 return  # the rest is planned again next step
             except Exception:
-                self.stats.faults += 1
-                log.exception("decoding media for request %s failed", piece.group.request_id)
-                self.fail(piece.group, InternalError(), is_kv_suspect=True)
+                self._fault([piece.group], f"decoding media for request {piece.group.request_id}")
                 continue
             self.stats.media_tokens += piece.stop - piece.start
             if self.scheduler.on_media_decoded(piece):

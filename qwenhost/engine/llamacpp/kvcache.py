@@ -217,9 +217,6 @@ class KvCache:
             slot.logits_for = 0
             self._pending_ops.append(MemOp("rm", seq_id))
 
-    def owner_of(self, seq_id: int) -> Sequence | None:
-        return self.slots[seq_id].owner if 0 <= seq_id < len(self.slots) else None
-
     def note_prompt_logits(self, seq: Sequence) -> None:
         """The engine kept the logits of ``seq``'s last prompt token (a fresh prompt, not a resumption)."""
         if seq.slot >= 0 and seq.num_computed == seq.num_prompt == len(seq.group.request.prompt):

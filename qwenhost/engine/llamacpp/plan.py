@@ -55,10 +55,6 @@ class StepPlan:
     replay: list[Group] = field(default_factory=list)  # whole prompt reused: sample from kept logits
     encode: list[tuple[Group, int]] = field(default_factory=list)  # spans whose embeddings are wanted
 
-    @property
-    def is_empty(self) -> bool:
-        return not self.tokens and not self.mem_ops and not self.media
-
     def batch_groups(self) -> list[Group]:
         """The requests with text in this step's batch (prefill chunks included), once each."""
         return _unique(seq.group for seq, _ in self.advances)

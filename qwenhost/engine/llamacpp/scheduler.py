@@ -76,16 +76,15 @@ class Scheduler:
         if group is None:
             return None
         for seq in group.seqs:
-            self.finish(seq, None)
+            self.finish(seq)
         if group in self.waiting:
             self.waiting.remove(group)
         return group
 
-    def finish(self, seq: Sequence, reason: str | None) -> None:
+    def finish(self, seq: Sequence) -> None:
         if seq.state is SeqState.FINISHED:
             return
         seq.state = SeqState.FINISHED
-        seq.finish = reason
         if seq in self.running:
             self.running.remove(seq)
             self._is_kv_full = False
@@ -217,9 +216,6 @@ class Scheduler:
         for seq, num_computed in plan.advances:
             if seq.state is not SeqState.FINISHED and seq.num_computed < num_computed:
                 seq.num_computed = num_computed
-
-    def prompt_done(self, seq: Sequence) -> bool:
-        return seq.is_prompt_computed
 
     def on_sampled(self, seq: Sequence, token: int) -> None:
         seq.tokens.append(token)

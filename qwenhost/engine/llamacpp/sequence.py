@@ -30,11 +30,6 @@ class Sequence:
     slot: int = -1
     num_computed: int = 0
     state: SeqState = SeqState.WAITING
-    finish: str | None = None
-
-    @property
-    def num_generated(self) -> int:
-        return len(self.tokens) - self.num_prompt
 
     @property
     def is_follower(self) -> bool:
