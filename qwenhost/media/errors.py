@@ -13,7 +13,7 @@ FRAME_RANGE = (
 )
 VIDEO_TOO_LONG = "The video modality input does not meet the requirements because: The video file is too long."
 DOWNLOAD_FAILED = "Failed to download multimodal content."
-INPUT_LENGTH = "Range of input length should be [1, {}]"  # the service's own input-length message (spec §3.3)
+INPUT_LENGTH = "Range of input length should be [1, {}]"  # spec §3.3; the service's length check uses it too
 DOWNLOAD_TIMEOUT = "Download the media resource timed out during the data inspection process."
 WRONG_CONTENT_TYPE = "Wrong Content-Type of multimodal url"
 # Not in DashScope's catalogue (spec §3.3 has no message for undecodable bytes): our own wording.

@@ -34,6 +34,7 @@ from qwenhost.media.resize import (
     video_rule,
 )
 from qwenhost.service.models import ServedModel
+from qwenhost.service.plan import input_limit
 
 _NOUNS = {"image": "image", "video": "video", "video_frames": "video", "audio": "audio"}
 T = TypeVar("T")
@@ -85,7 +86,9 @@ class MediaPipeline:
         self.check_supported(request, model)
         caps = model.backend.info.media
         assert caps is not None  # check_supported refused media on a text-only model
-        job = _Job(request, caps, ByteBudget(self.policy.max_media_bytes), _Cells(_input_limit(request, model)))
+        job = _Job(
+            request, caps, ByteBudget(self.policy.max_media_bytes), _Cells(input_limit(request, model.max_input_tokens))
+        )
         parts = [p for m in request.messages for p in m.media]
         try:
             return await job.siblings.run([self._part(job, part) for part in parts])
@@ -166,14 +169,6 @@ def _frame_list(
             raise errors.Stopped()
         pictures.append(resized(open_image(blob, max_pixels), height, width))
     return pictures
-
-
-def _input_limit(request: ChatRequest, model: ServedModel) -> int:
-    """The prompt's token limit, as the service's input-length check computes it (service/chat.py)."""
-    limit = model.max_input_tokens
-    if request.max_input_tokens is not None:
-        limit = max(1, min(limit, request.max_input_tokens))
-    return limit
 
 
 class _Cells:

@@ -12,6 +12,7 @@ from typing import Any
 from qwenhost.constrain.grammar import answer_schema
 from qwenhost.core.errors import AlgoInvalidParameter, InvalidParameter, NotSupported
 from qwenhost.core.types import ChatRequest, NamedToolChoice, SamplingParams, ToolChoice, ToolSpec
+from qwenhost.media.errors import INPUT_LENGTH
 from qwenhost.service.models import ModelSpec
 from qwenhost.service.thinking import ThinkingPlan, plan_thinking
 
@@ -69,7 +70,7 @@ class Plan:
 
     def check_input_length(self, num_tokens: int) -> None:
         if not 1 <= num_tokens <= self.input_limit:
-            raise InvalidParameter(f"Range of input length should be [1, {self.input_limit}]")
+            raise InvalidParameter(INPUT_LENGTH.format(self.input_limit))
 
     def max_new_tokens(self, num_prompt: int, *, answer_only: bool) -> int:
         """The engine's bound for a prompt of ``num_prompt`` tokens. When the engine follows a thought,
@@ -92,7 +93,7 @@ def decide(request: ChatRequest, model: ModelSpec) -> Plan:
         tools=tools,
         partial_prefix=partial,
         constraint=_constraint(request, tools, partial),
-        input_limit=_input_limit(request, model),
+        input_limit=input_limit(request, model.max_input_tokens),
         output_cap=model.max_output_tokens,
         context_length=model.context_length,
         max_tokens=request.max_tokens,
@@ -139,8 +140,9 @@ def _check_output_limits(request: ChatRequest, model: ModelSpec) -> None:
             raise InvalidParameter(f"Range of {name} should be [1, {cap}]")
 
 
-def _input_limit(request: ChatRequest, model: ModelSpec) -> int:
-    limit = model.max_input_tokens
+def input_limit(request: ChatRequest, model_limit: int) -> int:
+    """The prompt's token limit: the model's, lowered (never raised) by the request's max_input_tokens."""
+    limit = model_limit
     if request.max_input_tokens is not None:
         limit = max(1, min(limit, request.max_input_tokens))
     return limit
