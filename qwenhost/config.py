@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from qwenhost.aliases import DEFAULT_TEXT_ALIASES, ROUTES, SAMPLING_FIELDS, AliasPolicy, builtin_policy
+from qwenhost.aliases import DEFAULT_TEXT_ALIASES, ROUTES, AliasPolicy, builtin_policy
 from qwenhost.core.types import SamplingOverrides
 from qwenhost.formats.registry import FORMATS
 from qwenhost.media.policy import MediaPolicy
@@ -26,7 +26,6 @@ EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DASHSCOPE_ALIASES = DEFAULT_TEXT_ALIASES
 
 # Keys of [models.sampling] / [models.sampling_thinking]; each one set overrides the family default.
-SAMPLING_KEYS = SAMPLING_FIELDS
 
 
 # The KV cache types llama.cpp accepts (llama-server --cache-type-k/-v); engine/llamacpp/runner.py maps each

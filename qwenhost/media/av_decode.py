@@ -106,7 +106,7 @@ def _pick_frames(
             continue
         if frame.width * frame.height > max_pixels:
             raise errors.too_large()
-        rgb = frame.to_image().convert("RGB")
+        rgb = frame.to_image()  # PyAV converts to RGB itself: another convert would copy the frame
         if size is None:  # every frame gets the first sampled frame's size (qwen-vl-utils)
             size = rule.size(rgb.height, rgb.width)
             sized(rgb.height, rgb.width)
