@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from qwenhost.api.messages import parse_messages
-from qwenhost.api.wire import INVALID_PARAMETERS, is_int, is_number
+from qwenhost.api.wire import INVALID_PARAMETERS, is_int, is_number, read_bool
 from qwenhost.core.errors import (
     AlgoInvalidParameter,
     BadRequestBody,
@@ -86,15 +86,6 @@ KNOWN_FIELDS = frozenset(
         "ignore_eos",
     }
 )
-
-
-def _bool(body: Mapping[str, Any], key: str, default: bool = False) -> bool:
-    value = body.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise InvalidParameter(f"'{key}' must be Boolean")
-    return value
 
 
 def _float(
@@ -290,9 +281,9 @@ def _search_options(raw: Any) -> SearchOptions | None:
     if strategy not in ("turbo", "max", "agent", "agent_max"):
         raise InvalidParameter("search_options.search_strategy must be one of turbo, max, agent, agent_max")
     return SearchOptions(
-        forced_search=_bool(raw, "forced_search"),
+        forced_search=read_bool(raw, "forced_search"),
         search_strategy=strategy,
-        enable_search_extension=_bool(raw, "enable_search_extension"),
+        enable_search_extension=read_bool(raw, "enable_search_extension"),
     )
 
 
@@ -307,7 +298,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
     if not isinstance(model, str) or not model:
         raise MissingModel()
     messages = parse_messages(body.get("messages"))
-    stream = _bool(body, "stream")
+    stream = read_bool(body, "stream")
     stream_options = body.get("stream_options")
     if stream_options is not None and not isinstance(stream_options, Mapping):
         raise InvalidParameter("'stream_options' must be an object")
@@ -332,15 +323,15 @@ def parse_chat_request(body: Any) -> ChatRequest:
         top_logprobs=top_logprobs,
         tools=tools,
         tool_choice=_tool_choice(body.get("tool_choice"), tools),
-        parallel_tool_calls=_bool(body, "parallel_tool_calls"),
-        tool_stream=_bool(body, "tool_stream"),
+        parallel_tool_calls=read_bool(body, "parallel_tool_calls"),
+        tool_stream=read_bool(body, "tool_stream"),
         response_format=_response_format(body.get("response_format")),
-        vl_high_resolution_images=_bool(body, "vl_high_resolution_images"),
-        enable_search=_bool(body, "enable_search"),
+        vl_high_resolution_images=read_bool(body, "vl_high_resolution_images"),
+        enable_search=read_bool(body, "enable_search"),
         search_options=_search_options(body.get("search_options")),
-        enable_code_interpreter=_bool(body, "enable_code_interpreter"),
+        enable_code_interpreter=read_bool(body, "enable_code_interpreter"),
         logit_bias=_logit_bias(body.get("logit_bias")),
-        ignore_eos=_bool(body, "ignore_eos"),
+        ignore_eos=read_bool(body, "ignore_eos"),
         **limits,
         **thinking,
         **outputs,
@@ -357,7 +348,7 @@ def _choices(body: Mapping[str, Any]) -> tuple[int, bool, int]:
     top_logprobs = body.get("top_logprobs")
     if top_logprobs is not None and (not is_int(top_logprobs) or not 0 <= top_logprobs <= 5):
         raise InvalidParameter("Range of top_logprobs should be [0, 5]")
-    return int(n), _bool(body, "logprobs"), int(top_logprobs or 0)
+    return int(n), read_bool(body, "logprobs"), int(top_logprobs or 0)
 
 
 def _thinking(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from starlette.requests import Request
 
 from qwenhost.api.convert import parse_chat_request
 from qwenhost.api.native.errors import ASYNC_MESSAGE
+from qwenhost.api.wire import read_bool
 from qwenhost.core.errors import InvalidParameter, ServeError
 from qwenhost.core.types import ChatRequest
 
@@ -27,7 +28,6 @@ _ROUTE_KEYS = frozenset({"result_format", "incremental_output", "stream", "strea
 class NativeOptions:
     """How to render the answer: ``result_format`` None means "the model's default" (decided at render)."""
 
-    stream: bool
     incremental: bool
     result_format: str | None
     multimodal: bool
@@ -89,16 +89,14 @@ def _messages(inp: Mapping[str, Any]) -> Any:
     return out
 
 
-def _options(params: Mapping[str, Any], stream: bool, multimodal: bool) -> NativeOptions:
+def _options(params: Mapping[str, Any], multimodal: bool) -> NativeOptions:
     fmt = params.get("result_format")
     if fmt is not None and fmt not in RESULT_FORMATS:
         raise InvalidParameter("result_format must be 'text' or 'message'")
-    incremental = params.get("incremental_output")
-    if incremental is not None and not isinstance(incremental, bool):
-        raise InvalidParameter("'incremental_output' must be Boolean")
+    incremental = read_bool(params, "incremental_output")
     if multimodal:
         fmt = "message"  # the multimodal endpoint always answers in message format (spec §7.5)
-    return NativeOptions(stream=stream, incremental=bool(incremental), result_format=fmt, multimodal=multimodal)
+    return NativeOptions(incremental=incremental, result_format=fmt, multimodal=multimodal)
 
 
 def parse_native(body: Any, request: Request, *, multimodal: bool) -> tuple[ChatRequest, NativeOptions]:
@@ -120,4 +118,4 @@ def parse_native(body: Any, request: Request, *, multimodal: bool) -> tuple[Chat
     compat.update(model=model, messages=_messages(inp), stream=stream)
     if stream:
         compat["stream_options"] = {"include_usage": True}  # every native event carries usage
-    return parse_chat_request(compat), _options(params, stream, multimodal)
+    return parse_chat_request(compat), _options(params, multimodal)
