@@ -128,7 +128,6 @@ class ChatService:
             for i in range(job.request.n)
         ]
         cache = CacheReport()
-        assert job.reservation is not None, "a job is run once"
         stream = job.model.backend.generate(job.generation, job.reservation)
         try:
             while not all(p.is_done for p in pipelines):

@@ -23,16 +23,15 @@ class Job:
     stop_strings: tuple[str, ...]
     request_id: str
     created: int
+    reservation: Reservation  # released when run() ends, or by close() if it never runs
     is_thinking: bool = False
     thought: ThoughtState = "closed"  # where the prompt leaves the thought (service/turn.py)
     deadline_s: float | None = None
-    reservation: Reservation | None = None  # released when run() ends, or by close() if it never runs
     modal_tokens: tuple[tuple[str, int], ...] = ()  # image/video/audio prompt tokens, by modality
 
     def close(self) -> None:
         """Give the engine's room back (idempotent): for a job that is dropped before or after run()."""
-        if self.reservation is not None:
-            self.reservation.release()
+        self.reservation.release()
 
     @property
     def completion_id(self) -> str:
