@@ -39,6 +39,7 @@ class Draft:
     plan: Plan
     turn: Turn
     stop_strings: tuple[str, ...]
+    stop_bytes: tuple[bytes, ...]  # the same, UTF-8: what the engine matches
     constraint: ConstraintFactory | None
     budget: ReasoningBudget | None
     request_id: str
@@ -149,8 +150,7 @@ class Preparer:
     ) -> Draft:
         """Stops, thought budget and grammar; then the reservation, the last step that can refuse."""
         stops = _stop_strings(model, plan)
-        for stop in stops:
-            stop.encode("utf-8")  # a stop string that cannot be encoded fails here, before the reservation
+        stop_bytes = tuple(s.encode("utf-8") for s in stops)  # one that cannot be encoded fails here, unreserved
         constraint = None
         if plan.constraint is not None:
             vocabulary = functools.partial(self.vocabulary.get, model)  # waited for only on a cache miss
@@ -163,6 +163,7 @@ class Preparer:
             plan=plan,
             turn=turn,
             stop_strings=stops,
+            stop_bytes=stop_bytes,
             constraint=constraint,
             budget=budget,
             request_id=request_id,
@@ -186,7 +187,7 @@ class Preparer:
             sampling=plan.sampling,
             max_new_tokens=plan.max_new_tokens(len(prompt.tokens), answer_only=draft.budget is not None),
             stop_sequences=plan.stop_token_ids,
-            stop_strings=tuple(s.encode("utf-8") for s in draft.stop_strings),
+            stop_strings=draft.stop_bytes,
             top_logprobs=plan.top_logprobs,
             cache_pins=prompt.cache_pins,
             cache_salt=draft.cache_salt,
