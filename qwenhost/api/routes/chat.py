@@ -199,8 +199,7 @@ class ChatRoute:
         except BaseException:  # cancelled: the client left mid-stream (Starlette cancels the body)
             status, error = CLIENT_CLOSED, "client disconnected"
             raise
-        finally:
-            await events.aclose()  # type: ignore[attr-defined]
+        finally:  # the engine's work is closed by ClosingStreamingResponse's hook, which always runs
             observer.close(status if error else 200, usage, error)
 
     async def _complete(
