@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from qwenhost.ops.bench import BenchConfig, run_bench
@@ -19,16 +18,9 @@ from tests.support.server import REPO, RunningServer, running_server
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def _gauge(server: RunningServer, name: str) -> float:
-    for line in httpx.get(f"{server.root}/metrics", timeout=10).text.splitlines():
-        if line.startswith(f"qwenhost_engine_{name}{{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no gauge {name}")
-
-
 def _wait_idle(server: RunningServer, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while _gauge(server, "running_sequences") or _gauge(server, "in_flight_requests"):
+    while server.gauge("running_sequences") or server.gauge("in_flight_requests"):
         assert time.monotonic() < deadline, "sequences still running after the bench ended"
         time.sleep(0.1)
 

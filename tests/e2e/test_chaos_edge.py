@@ -5,7 +5,6 @@ stay bounded, and SIGTERM during a concurrency-8 run ends every stream with a fi
 from __future__ import annotations
 
 import json
-import re
 import signal
 import socket
 import threading
@@ -57,13 +56,6 @@ def _then_served_on_same_connection(client: httpx.Client, url: str, first: httpx
 
 def _json_post(client: httpx.Client, url: str, content: bytes | Iterator[bytes]) -> httpx.Response:
     return client.post(url, content=content, headers={"content-type": "application/json"})
-
-
-def _gauge(srv: RunningServer, name: str) -> float:
-    text = httpx.get(f"{srv.root}/metrics", timeout=10).text
-    match = re.search(rf'^qwenhost_engine_{name}\{{model="{MODEL}"\}} (\S+)$', text, re.M)
-    assert match, text
-    return float(match.group(1))
 
 
 def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -162,24 +154,24 @@ def _raw_streaming_request(srv: RunningServer, body: dict[str, Any]) -> socket.s
 
 def test_streaming_client_that_leaves_while_queued_frees_its_place(edge: RunningServer) -> None:
     long = {"model": "qwen-plus", "messages": USER, "max_tokens": 1900, "ignore_eos": True, "stream": True}
-    _wait_for(lambda: _gauge(edge, "in_flight_requests") == 0, 60, "an idle server")
+    _wait_for(lambda: edge.gauge("in_flight_requests") == 0, 60, "an idle server")
     busy = _raw_streaming_request(edge, long)  # parallel = 1: this one holds the only slot
     try:
-        _wait_for(lambda: _gauge(edge, "in_flight_requests") == 1, 30, "the first request to run")
+        _wait_for(lambda: edge.gauge("in_flight_requests") == 1, 30, "the first request to run")
         queued = _raw_streaming_request(edge, long)
-        _wait_for(lambda: _gauge(edge, "in_flight_requests") == 2, 30, "the second request to queue")
+        _wait_for(lambda: edge.gauge("in_flight_requests") == 2, 30, "the second request to queue")
         queued.close()  # before its first event: only a disconnect watcher can notice
-        _wait_for(lambda: _gauge(edge, "in_flight_requests") == 1, 10, "the queued request's place to be freed")
+        _wait_for(lambda: edge.gauge("in_flight_requests") == 1, 10, "the queued request's place to be freed")
         busy.settimeout(5)
         assert busy.recv(65536), "the running stream is still being served"
     finally:
         busy.close()
-    _wait_for(lambda: _gauge(edge, "in_flight_requests") == 0, 60, "the running request's place to be freed")
+    _wait_for(lambda: edge.gauge("in_flight_requests") == 0, 60, "the running request's place to be freed")
 
 
 def test_streaming_client_that_leaves_mid_stream_stops_its_generation(edge: RunningServer) -> None:
-    _wait_for(lambda: _gauge(edge, "in_flight_requests") == 0, 60, "an idle server")
-    decoded_before = _gauge(edge, "decoded_tokens")
+    _wait_for(lambda: edge.gauge("in_flight_requests") == 0, 60, "an idle server")
+    decoded_before = edge.gauge("decoded_tokens")
     max_tokens = 1900
     sock = _raw_streaming_request(
         edge, {"model": "qwen-plus", "messages": USER, "max_tokens": max_tokens, "ignore_eos": True, "stream": True}
@@ -191,9 +183,9 @@ def test_streaming_client_that_leaves_mid_stream_stops_its_generation(edge: Runn
             received += sock.recv(65536)
     finally:
         sock.close()
-    _wait_for(lambda: _gauge(edge, "in_flight_requests") == 0, 60, "the stream's place to be freed")
+    _wait_for(lambda: edge.gauge("in_flight_requests") == 0, 60, "the stream's place to be freed")
     # Had the engine not been told, it would have decoded every one of the ignore_eos tokens first.
-    assert _gauge(edge, "decoded_tokens") - decoded_before < max_tokens
+    assert edge.gauge("decoded_tokens") - decoded_before < max_tokens
 
 
 def test_metrics_labels_come_from_configured_names_only(edge: RunningServer) -> None:

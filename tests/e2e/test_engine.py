@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from pathlib import Path
 
@@ -16,13 +15,6 @@ from tests.support.server import RunningServer, running_server
 pytestmark = pytest.mark.e2e
 
 STORY = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}]
-
-
-def gauge(server: RunningServer, name: str) -> float:
-    text = httpx.get(f"{server.root}/metrics", timeout=10).text
-    match = re.search(rf"^qwenhost_engine_{name}\{{[^}}]*\}} ([0-9.e+-]+)$", text, re.M)
-    assert match, f"no gauge {name}"
-    return float(match.group(1))
 
 
 def test_concurrent_requests_are_batched(server: RunningServer) -> None:
@@ -47,11 +39,11 @@ def test_disconnected_streams_free_their_slots(server: RunningServer, client: op
         )
         next(iter(stream))
         streams.append(stream)
-    assert gauge(server, "running_sequences") == 4
+    assert server.gauge("running_sequences") == 4
     for stream in streams:
         stream.close()
     deadline = time.monotonic() + 10
-    while gauge(server, "running_sequences") > 0:
+    while server.gauge("running_sequences") > 0:
         assert time.monotonic() < deadline, "sequences still running after their clients left"
         time.sleep(0.05)
     started = time.monotonic()
@@ -65,7 +57,7 @@ def test_abandoned_non_streaming_request_is_cancelled(server: RunningServer) -> 
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=1.5)
     deadline = time.monotonic() + 10
-    while gauge(server, "running_sequences") > 0:
+    while server.gauge("running_sequences") > 0:
         assert time.monotonic() < deadline
         time.sleep(0.05)
 
@@ -237,6 +229,6 @@ kv_cache_tokens = 512
 
         # Three answers of 200 tokens after ~40-token prompts need ~720 cells; the cache has 512
         # (llama.cpp rounds n_ctx up to a multiple of 256, so the capacity is set to one exactly).
-        assert gauge(srv, "kv_cells_capacity") == 512
+        assert srv.gauge("kv_cells_capacity") == 512
         assert asyncio.run(main()) == [200, 200, 200]
-        assert gauge(srv, "preemptions") > 0
+        assert srv.gauge("preemptions") > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -39,6 +40,13 @@ class RunningServer:
 
     def log(self) -> str:
         return self.log_path.read_text("utf-8", errors="replace")
+
+    def gauge(self, name: str) -> float:
+        """The engine gauge ``qwenhost_engine_<name>`` of the (first) served model, from /metrics."""
+        text = httpx.get(f"{self.root}/metrics", timeout=10).text
+        match = re.search(rf"^qwenhost_engine_{name}\{{[^}}]*\}} (\S+)$", text, re.M)
+        assert match, f"no gauge {name}"
+        return float(match.group(1))
 
 
 @contextlib.contextmanager
