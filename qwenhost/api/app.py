@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from qwenhost.api.compat import CompatDialect
 from qwenhost.api.errors import error_response
 from qwenhost.api.middleware import AuthMiddleware, ErrorGuard, InFlight
 from qwenhost.api.native.dialect import MULTIMODAL_PATH, TEXT_PATH, NativeDialect
@@ -54,7 +55,7 @@ def create_app(
 ) -> Starlette:
     options = options or EdgeOptions()
     lifecycle = lifecycle or Lifecycle()
-    chat = ChatRoute(service, metrics, options, lifecycle)
+    chat = ChatRoute(service, metrics, options, lifecycle, CompatDialect())
     models = ModelsRoute(service.registry)
     routes = [Route("/health", HealthRoute(service.registry, lifecycle).handle, methods=["GET"])]
     for path, multimodal in ((TEXT_PATH, False), (MULTIMODAL_PATH, True)):

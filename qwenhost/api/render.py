@@ -40,14 +40,16 @@ def usage_json(usage: Usage) -> dict[str, Any]:
         prompt_details["cache_creation"] = {"ephemeral_5m_input_tokens": usage.cache.cache_creation_tokens}
         prompt_details["cache_creation_input_tokens"] = usage.cache.cache_creation_tokens
         prompt_details["cache_type"] = "ephemeral"
-    for key in ("text_tokens", "image_tokens", "video_tokens", "audio_tokens"):
+    for key in ("text_tokens", "image_tokens", "video_tokens"):
         value = getattr(usage, key)
         if value is not None:
             prompt_details[key] = value
+    prompt_details["audio_tokens"] = usage.audio_tokens  # null for a prompt without audio (spec §2.2)
     out: dict[str, Any] = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
+        "completion_tokens_details": None,  # present as null when there is no breakdown (spec §2.2)
     }
     if usage.reasoning_tokens is not None:
         out["completion_tokens_details"] = {
@@ -130,7 +132,14 @@ class ChunkRenderer:
 def completion_json(answer: FoldedAnswer, completion_id: str, model: str, created: int) -> dict[str, Any]:
     choices = []
     for c in answer.choices:
-        message: dict[str, Any] = {"role": "assistant", "content": c.content}
+        # refusal, audio and function_call are "always null" in DashScope's field list (spec §2.1).
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": c.content,
+            "refusal": None,
+            "audio": None,
+            "function_call": None,
+        }
         if c.reasoning_content is not None:
             message["reasoning_content"] = c.reasoning_content
         if c.tool_calls:
@@ -157,6 +166,7 @@ def completion_json(answer: FoldedAnswer, completion_id: str, model: str, create
         "usage": usage_json(answer.usage) if answer.usage is not None else None,
         "created": created,
         "system_fingerprint": None,
+        "service_tier": None,
         "model": model,
         "id": completion_id,
     }

@@ -44,6 +44,25 @@ class AlgoInvalidParameter(InvalidParameter):
         super().__init__(ALGO_PREFIX + message, **kwargs)  # type: ignore[arg-type]
 
 
+class NotSupportEnableThinking(InvalidParameter):
+    """enable_thinking on a model that cannot think: the catalogue's own code (spec §3.2)."""
+
+    code = "InvalidParameter.NotSupportEnableThinking"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model {model} does not support enable_thinking.")
+
+
+class AsyncNotSupported(ServeError):
+    """``X-DashScope-Async: enable``: DashScope's own 403 for a synchronous-only API (spec §3.2, §5.3)."""
+
+    status = 403
+    code = "access_denied"
+
+    def __init__(self) -> None:
+        super().__init__("Current user api does not support asynchronous calls.")
+
+
 class InvalidValue(ServeError):
     """400 for OpenAI-compatible value errors such as seed (spec §3.2)."""
 

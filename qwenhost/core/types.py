@@ -154,12 +154,11 @@ class SearchOptions:
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """A validated ``/chat/completions`` body. Built by api/convert.py; nothing here is wire-shaped."""
+    """A validated ``/chat/completions`` body. Built by api/wire/request.py; nothing here is wire-shaped."""
 
     model: str
     messages: tuple[Message, ...]
     stream: bool = False
-    include_usage: bool = False
     sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
     max_tokens: int | None = None
     max_completion_tokens: int | None = None

@@ -73,6 +73,7 @@ def image_rule(
 
 
 def clamp_fps(fps: float | None) -> float:
+    """The sampling rate: the default, or the request's (the edge refuses values outside FPS_RANGE)."""
     if fps is None:
         return DEFAULT_FPS
     return min(max(fps, FPS_RANGE[0]), FPS_RANGE[1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
@@ -21,6 +21,7 @@ from qwenhost.service.media import DecodedPart, MediaPipeline
 from qwenhost.service.models import ModelRegistry
 from qwenhost.service.output import ChoicePipeline
 from qwenhost.service.prepare import Preparer
+from qwenhost.service.tool_stream import ArgumentsAtOnce
 from qwenhost.service.turn import turn_parser
 from qwenhost.service.vocabulary import GRAMMAR_VOCABULARY_WAIT_S, VocabularyGate
 
@@ -128,6 +129,7 @@ class ChatService:
             for i in range(job.request.n)
         ]
         cache = CacheReport()
+        hold = ArgumentsAtOnce() if job.request.stream and not job.request.tool_stream else None
         stream = job.model.backend.generate(job.generation, job.reservation)
         try:
             while not all(p.is_done for p in pipelines):
@@ -137,7 +139,7 @@ class ChatService:
                     break
                 except TimeoutError:
                     for p in pipelines:
-                        for event in p.truncate():
+                        for event in _held(hold, p.truncate()):
                             yield event
                     break
                 if isinstance(out, PromptDone):
@@ -146,10 +148,12 @@ class ChatService:
                         yield RoleStart(p.choice, is_thinking=job.is_thinking)
                 elif isinstance(out, StepOut):
                     for token in out.tokens:
-                        for event in pipelines[token.choice].feed(token):
+                        for event in _held(hold, pipelines[token.choice].feed(token)):
                             yield event
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
+        for event in hold.flush() if hold is not None else ():
+            yield event
         usage = Usage(
             prompt_tokens=len(job.prompt.tokens),
             completion_tokens=sum(p.completion_tokens for p in pipelines),
@@ -167,6 +171,10 @@ class ChatService:
         if remaining <= 0:
             raise TimeoutError
         return await asyncio.wait_for(anext(stream), remaining)
+
+
+def _held(hold: ArgumentsAtOnce | None, events: Iterable[ChatEvent]) -> Iterable[ChatEvent]:
+    return hold.feed(events) if hold is not None else events
 
 
 def _close_result(future: Future[_C]) -> None:

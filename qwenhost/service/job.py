@@ -28,6 +28,7 @@ class Job:
     thought: ThoughtState = "closed"  # where the prompt leaves the thought (service/turn.py)
     deadline_s: float | None = None
     modal_tokens: tuple[tuple[str, int], ...] = ()  # image/video/audio prompt tokens, by modality
+    notes: tuple[str, ...] = ()  # parameters read differently from what was asked (x-qwenhost-adjusted)
 
     def close(self) -> None:
         """Give the engine's room back (idempotent): for a job that is dropped before or after run()."""

@@ -69,9 +69,10 @@ class MediaPipeline:
         for part in parts:
             needs_audio = part.kind == "audio"
             if caps is None or (caps.audio_projector if needs_audio else caps.vision_projector) is None:
+                # DashScope's text first (spec §3.3: media sent to a text-only model), then how to fix it.
                 raise InvalidParameter(
-                    f"The model `{request.model}` does not support {_NOUNS[part.kind]} input: "
-                    "serve a multimodal model with its projector (--mmproj) to send media."
+                    f"input content must be a string. The model `{request.model}` does not support "
+                    f"{_NOUNS[part.kind]} input: serve a multimodal model with its projector (--mmproj) to send media."
                 )
             if part.kind == "video_frames":
                 family = vision_family(caps.vision_projector or "")

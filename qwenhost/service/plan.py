@@ -63,6 +63,7 @@ class Plan:
     stop_id_sequences: tuple[tuple[int, ...], ...]  # longer id sequences: matched as their text
     sampling: tuple[SamplingParams, ...]  # one per choice
     top_logprobs: int | None
+    notes: tuple[str, ...] = ()  # what was read differently from what was asked (x-qwenhost-adjusted)
 
     @property
     def is_thinking(self) -> bool:
@@ -72,12 +73,18 @@ class Plan:
         if not 1 <= num_tokens <= self.input_limit:
             raise InvalidParameter(INPUT_LENGTH.format(self.input_limit))
 
-    def max_new_tokens(self, num_prompt: int, *, answer_only: bool) -> int:
-        """The engine's bound for a prompt of ``num_prompt`` tokens. When the engine follows a thought,
-        max_tokens bounds only the answer (spec §1.3 #14) and is left to the engine."""
+    def max_new_tokens(self, num_prompt: int, *, answer_only: bool) -> tuple[int, str | None]:
+        """The engine's bound for a prompt of ``num_prompt`` tokens, and a note when the context left after
+        the prompt is less than the request's own limit. When the engine follows a thought, max_tokens bounds
+        only the answer (spec §1.3 #14) and is left to the engine."""
         answer_cap = None if answer_only else self.max_tokens
         wanted = min(v for v in (answer_cap, self.max_completion_tokens, self.output_cap) if v is not None)
-        return max(1, min(wanted, self.context_length - num_prompt))
+        room = max(1, self.context_length - num_prompt)
+        if wanted <= room:
+            return wanted, None
+        limits = (("max_tokens", answer_cap), ("max_completion_tokens", self.max_completion_tokens))
+        asked = next((key for key, value in limits if value is not None and value > room), None)
+        return room, f"{asked}={room}: the context left after the prompt" if asked else None
 
 
 def decide(request: ChatRequest, model: ModelSpec) -> Plan:
@@ -94,6 +101,7 @@ def decide(request: ChatRequest, model: ModelSpec) -> Plan:
         partial_prefix=partial,
         constraint=_constraint(request, tools, partial),
         input_limit=input_limit(request, model.max_input_tokens),
+        notes=thinking.notes + _input_limit_note(request, model.max_input_tokens),
         output_cap=model.max_output_tokens,
         context_length=model.context_length,
         max_tokens=request.max_tokens,
@@ -146,6 +154,14 @@ def input_limit(request: ChatRequest, model_limit: int) -> int:
     if request.max_input_tokens is not None:
         limit = max(1, min(limit, request.max_input_tokens))
     return limit
+
+
+def _input_limit_note(request: ChatRequest, model_limit: int) -> tuple[str, ...]:
+    """max_input_tokens can lower the model's prompt limit, not raise it: a higher value is read as the limit."""
+    asked = request.max_input_tokens
+    if asked is None or asked <= model_limit:
+        return ()
+    return (f"max_input_tokens={model_limit}: the model's prompt limit",)
 
 
 def _constraint(request: ChatRequest, tools: tuple[ToolSpec, ...], partial: str | None) -> ConstraintSpec | None:

@@ -116,7 +116,9 @@ class Preparer:
             marks = [m for m in turn.marks if m <= text.first_media_char]
             pins = cache_pins(lambda t: _tokenize(model, t), turn.text, marks, text.leading_tokens)
             prompt = RenderedPrompt(turn.text, built.tokens, pins)
-            return self._job(draft, prompt, built.media, tuple(built.modal_tokens.items()))
+            dropped = len(turn.marks) - len(marks)
+            notes = (f"cache_control: {dropped} marker(s) after the first media part not cached",) if dropped else ()
+            return self._job(draft, prompt, built.media, tuple(built.modal_tokens.items()), notes)
         except BaseException:
             draft.close()
             raise
@@ -179,13 +181,15 @@ class Preparer:
         prompt: RenderedPrompt,
         spans: tuple[MediaSpan, ...] = (),
         modal: tuple[tuple[str, int], ...] = (),
+        notes: tuple[str, ...] = (),
     ) -> Job:
         request, plan = draft.request, draft.plan
+        max_new_tokens, length_note = plan.max_new_tokens(len(prompt.tokens), answer_only=draft.budget is not None)
         generation = GenerationRequest(
             request_id=draft.request_id,
             prompt=prompt.tokens,
             sampling=plan.sampling,
-            max_new_tokens=plan.max_new_tokens(len(prompt.tokens), answer_only=draft.budget is not None),
+            max_new_tokens=max_new_tokens,
             stop_sequences=plan.stop_token_ids,
             stop_strings=draft.stop_bytes,
             top_logprobs=plan.top_logprobs,
@@ -209,6 +213,7 @@ class Preparer:
             deadline_s=None if request.stream else time.monotonic() + self.request_timeout_s,
             reservation=draft.reservation,
             modal_tokens=modal,
+            notes=plan.notes + notes + ((length_note,) if length_note else ()),
         )
 
 

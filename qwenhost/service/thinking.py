@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from qwenhost.core.errors import InvalidParameter
+from qwenhost.core.errors import InvalidParameter, NotSupportEnableThinking
 from qwenhost.core.types import ChatRequest, Message, NamedToolChoice
 from qwenhost.service.models import ModelSpec
 
@@ -24,7 +24,6 @@ EFFORT_BUDGETS: dict[str, int | None] = {
 EFFORT_OFF = "none"  # reasoning_effort "none" is enable_thinking:false
 BAD_EFFORT = "Unexpected reasoning effort {}. Supported types are xhigh (default), medium, and low."
 
-NOT_SUPPORTED = "The model {} does not support enable_thinking."
 ONLY_THINKING = "The value of the enable_thinking parameter is restricted to True."
 BAD_BUDGET = "The thinking_budget parameter must be a positive integer and not greater than {}"
 BUDGET_AND_EFFORT = "reasoning_effort and thinking_budget cannot be set at the same time."
@@ -44,6 +43,7 @@ class ThinkingPlan:
     budget: int | None = None  # thought tokens before the close tag is forced; None: no limit
     preserve: bool = False
     template_kwargs: Mapping[str, object] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # parameters that have no effect on this model (reported, never silent)
 
 
 def soft_switch(messages: tuple[Message, ...]) -> bool | None:
@@ -62,8 +62,12 @@ def plan_thinking(request: ChatRequest, model: ModelSpec) -> ThinkingPlan:
     requested = _requested(request)
     if not fmt.has_thinking:
         if requested:
-            raise InvalidParameter(NOT_SUPPORTED.format(request.model))
-        return ThinkingPlan(is_thinking=False, preserve=bool(request.preserve_thinking))
+            raise NotSupportEnableThinking(request.model)
+        _budget(request, model)  # still checked: a bad value is refused on every model
+        effort = request.reasoning_effort if request.reasoning_effort != EFFORT_OFF else None
+        unused = ("thinking_budget", request.thinking_budget), ("reasoning_effort", effort)
+        notes = tuple(f"{key}: the model does not think" for key, value in unused if value is not None)
+        return ThinkingPlan(is_thinking=False, preserve=bool(request.preserve_thinking), notes=notes)
     if fmt.thinking == "always":
         if requested is False:
             raise InvalidParameter(ONLY_THINKING)

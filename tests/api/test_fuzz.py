@@ -6,7 +6,7 @@ import json
 import random
 from typing import Any
 
-from qwenhost.api.convert import KNOWN_FIELDS
+from qwenhost.api.wire.request import KNOWN_FIELDS
 from tests.api.test_contract import URL, make_client
 
 ATOMS: list[Any] = [

@@ -156,13 +156,21 @@ def make_video(seconds: float, fps: int, size: tuple[int, int] = (64, 48)) -> by
     return buf.getvalue()
 
 
-@pytest.mark.parametrize(("fps", "frames"), [(2.0, 8), (1.0, 4), (4.0, 16), (0.01, 4)])
+@pytest.mark.parametrize(("fps", "frames"), [(2.0, 8), (1.0, 4), (4.0, 16), (0.1, 4)])
 def test_video_file_sampled_at_fps(vl: openai.OpenAI, fps: float, frames: int) -> None:
     url = "data:video/mp4;base64," + base64.b64encode(make_video(4, 10)).decode()
     part = {"type": "video_url", "video_url": {"url": url}, "fps": fps}
     usage = usage_of(vl, [{"role": "user", "content": [part, {"type": "text", "text": "Describe."}]}])
     per_pair = expected_tokens(48, 64, 28, 50176, 501760)
     assert usage.prompt_tokens_details.video_tokens == frames // 2 * per_pair + 2  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("fps", [0.01, 10.5])
+def test_fps_outside_its_range_is_refused_not_clamped(vl: openai.OpenAI, fps: float) -> None:
+    url = "data:video/mp4;base64," + base64.b64encode(make_video(4, 10)).decode()
+    part = {"type": "video_url", "video_url": {"url": url}, "fps": fps}
+    with pytest.raises(openai.BadRequestError, match=re.escape("fps should be in [0.1, 10.0]")):
+        usage_of(vl, [{"role": "user", "content": [part, {"type": "text", "text": "Describe."}]}])
 
 
 def test_streaming_equals_non_streaming(vl: openai.OpenAI) -> None:

@@ -81,8 +81,14 @@ def test_curl_style_raw_http(server: RunningServer) -> None:
     )
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
     data = r.json()
-    assert list(data) == ["choices", "object", "usage", "created", "system_fingerprint", "model", "id"]
-    assert data["choices"][0]["logprobs"] is None
+    keys = ["choices", "object", "usage", "created", "system_fingerprint", "service_tier", "model", "id"]
+    assert list(data) == keys
+    assert data["choices"][0]["logprobs"] is None and data["service_tier"] is None
+    # The keys the spec's field lists show as null are present as null (spec §2.1, §2.2).
+    message = data["choices"][0]["message"]
+    assert message["refusal"] is None and message["audio"] is None and message["function_call"] is None
+    assert data["usage"]["completion_tokens_details"] is None
+    assert data["usage"]["prompt_tokens_details"]["audio_tokens"] is None
 
 
 def test_curl_style_raw_streaming(server: RunningServer) -> None:

@@ -150,6 +150,7 @@ def test_streamed_tool_call_deltas_match_dashscope(server: RunningServer) -> Non
         "tools": SEED_TOOLS,
         "tool_choice": WEATHER_CHOICE,
         "stream": True,
+        "tool_stream": True,  # arguments streamed as generated (DashScope's default sends them at once)
         "temperature": 0,
         "max_tokens": 60,
     }
@@ -173,6 +174,12 @@ def test_streamed_tool_call_deltas_match_dashscope(server: RunningServer) -> Non
     last = chunks[-1]["choices"][0]
     assert last["finish_reason"] == "tool_calls" and last["delta"] == {"content": ""}
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
+
+    # tool_stream false (the default, spec §1.3 #23): the name, then the whole arguments in one delta.
+    at_once = [c["choices"][0]["delta"] for c in _raw_chunks(server, {**body, "tool_stream": False})]
+    (name_delta, args_delta) = [d for d in at_once if d.get("tool_calls")]
+    assert name_delta["tool_calls"][0]["function"]["arguments"] == ""
+    assert args_delta["tool_calls"][0]["function"] == {"arguments": arguments}
 
     # The same request without streaming gives the same call (one pipeline, two renderings).
     whole = httpx.post(f"{server.base_url}/chat/completions", json={**body, "stream": False}, timeout=120).json()

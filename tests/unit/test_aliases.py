@@ -18,7 +18,7 @@ from qwenhost.aliases import (
     builtin_policy,
 )
 from qwenhost.api.app import create_app
-from qwenhost.api.convert import parse_chat_request
+from qwenhost.api.wire.request import parse_chat_request
 from qwenhost.config import ConfigError, ModelConfig, load_settings
 from qwenhost.core.errors import ModelNotFound, ServeError
 from qwenhost.core.types import SamplingOverrides

@@ -96,8 +96,16 @@ def test_logprobs_and_completion_body() -> None:
     assert body["choices"][0]["logprobs"] == {
         "content": [{"token": "Hi", "bytes": [72, 105], "logprob": -0.25, "top_logprobs": []}]
     }
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Hi"}
-    assert body["usage"]["prompt_tokens_details"] == {"cached_tokens": 4}
+    # The keys DashScope's field list shows as always null are present as null (spec §2.1, §2.2).
+    assert body["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": "Hi",
+        "refusal": None,
+        "audio": None,
+        "function_call": None,
+    }
+    assert body["service_tier"] is None and body["usage"]["completion_tokens_details"] is None
+    assert body["usage"]["prompt_tokens_details"] == {"cached_tokens": 4, "audio_tokens": None}
 
 
 def test_explicit_cache_usage_fields() -> None:
@@ -108,4 +116,5 @@ def test_explicit_cache_usage_fields() -> None:
         "cache_creation": {"ephemeral_5m_input_tokens": 1536},
         "cache_creation_input_tokens": 1536,
         "cache_type": "ephemeral",
+        "audio_tokens": None,
     }

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from qwenhost.api.convert import parse_chat_request
+from qwenhost.api.wire.request import parse_chat_request
 from qwenhost.core.errors import ServeError
 from qwenhost.core.types import SamplingParams
 from qwenhost.formats.registry import get_format
@@ -59,6 +59,18 @@ def test_thinking_errors_come_before_every_other_refusal() -> None:
     # A request wrong in several ways gets the thinking error: it names the fix.
     err = refusal(spec("chatml"), enable_thinking=True, enable_search=True, max_tokens=10**6)
     assert err.message == "The model m does not support enable_thinking."
+    assert err.code == "InvalidParameter.NotSupportEnableThinking"  # the catalogue's code (spec §3.2)
+
+
+def test_what_a_model_reads_differently_is_noted_not_silent() -> None:
+    assert plan(spec("chatml"), thinking_budget=50, reasoning_effort=None).notes == (
+        "thinking_budget: the model does not think",
+    )
+    assert plan(spec("chatml"), reasoning_effort="none").notes == ()  # "none" is what a non-thinking model does
+    assert plan(max_input_tokens=5000).notes == ("max_input_tokens=999: the model's prompt limit",)
+    assert plan(max_input_tokens=500).notes == ()
+    # A bad budget is refused on every model, thinking or not.
+    assert "thinking_budget" in refusal(spec("chatml"), thinking_budget=0).message
 
 
 @pytest.mark.parametrize(
@@ -89,11 +101,15 @@ def test_limits() -> None:
     assert plan().input_limit == 999  # context - 1
     # The engine's bound: the smallest of max_tokens, max_completion_tokens, the cap and the room left.
     p = plan(max_tokens=40, max_completion_tokens=60)
-    assert p.max_new_tokens(100, answer_only=False) == 40
-    assert p.max_new_tokens(100, answer_only=True) == 60  # max_tokens is the engine's to apply to the answer
-    assert p.max_new_tokens(980, answer_only=False) == 20
-    assert p.max_new_tokens(1000, answer_only=False) == 1
-    assert plan().max_new_tokens(10, answer_only=False) == 300
+    assert p.max_new_tokens(100, answer_only=False)[0] == 40
+    assert p.max_new_tokens(100, answer_only=True)[0] == 60  # max_tokens is the engine's to apply to the answer
+    assert p.max_new_tokens(980, answer_only=False)[0] == 20
+    assert p.max_new_tokens(1000, answer_only=False)[0] == 1
+    assert plan().max_new_tokens(10, answer_only=False)[0] == 300
+    # A limit the context cannot hold is lowered, and said so; the model's own cap is not the client's ask.
+    assert p.max_new_tokens(980, answer_only=False)[1] == "max_tokens=20: the context left after the prompt"
+    assert p.max_new_tokens(100, answer_only=False)[1] is None
+    assert plan().max_new_tokens(990, answer_only=False) == (10, None)
 
 
 def test_stops_split_into_engine_ids_and_text() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from qwenhost.api.convert import parse_chat_request
+from qwenhost.api.wire.request import parse_chat_request
 from qwenhost.config import ModelConfig
 from qwenhost.core.errors import InvalidParameter, ServeError, UnencodableText
 from qwenhost.core.types import ChatRequest

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from qwenhost.api.convert import parse_chat_request
+from qwenhost.api.wire.request import parse_chat_request
 from qwenhost.config import ModelConfig
 from qwenhost.core.types import MediaPart, Message, TextPart
 from qwenhost.engine.fake import FAKE_TEMPLATE, FakeBackend

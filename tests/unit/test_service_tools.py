@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from qwenhost.api.convert import parse_chat_request
 from qwenhost.api.render import ChunkRenderer
+from qwenhost.api.wire.request import parse_chat_request
 from qwenhost.config import ModelConfig
 from qwenhost.core.errors import InvalidParameter, ServeError
-from qwenhost.core.events import ChatEvent, FoldedAnswer, fold
+from qwenhost.core.events import ChatEvent, FoldedAnswer, ToolCallArgsDelta, ToolCallStart, fold
 from qwenhost.engine.fake import FakeBackend
 from qwenhost.engine.protocol import GenerationRequest
 from qwenhost.main import served_model
@@ -75,6 +75,24 @@ def test_streamed_chunks_have_dashscope_tool_deltas() -> None:
     assert all(d["tool_calls"][0]["id"] == "" and "name" not in d["tool_calls"][0]["function"] for d in tool[1:])
     assert "".join(d["tool_calls"][0]["function"]["arguments"] for d in tool) == '{"location": "杭州"}'
     assert not any(d.get("content") for d in deltas)
+
+
+@pytest.mark.parametrize("tool_stream", [False, True])
+def test_tool_stream_decides_whether_arguments_stream(tool_stream: bool) -> None:
+    # DashScope's default (false) sends a call's arguments at once; true streams them (spec §1.3 #23).
+    svc, _ = service(CALL + "\n" + TIME_CALL)
+    answer, events, _ = run(svc, tools=TOOLS, stream=True, parallel_tool_calls=True, tool_stream=tool_stream)
+    args = [e for e in events if isinstance(e, ToolCallArgsDelta)]
+    by_call = {i: [e.text for e in args if e.index == i] for i in (0, 1)}
+    assert "".join(by_call[0]) == '{"location": "杭州"}' and "".join(by_call[1]) == "{}"
+    if tool_stream:
+        assert len(by_call[0]) > 1
+    else:
+        assert [len(parts) for parts in by_call.values()] == [1, 1]
+        # each call's arguments leave before the next call starts
+        kinds = [type(e).__name__ for e in events if isinstance(e, ToolCallStart | ToolCallArgsDelta)]
+        assert kinds == ["ToolCallStart", "ToolCallArgsDelta"] * 2
+    assert [c.arguments for c in answer.choices[0].tool_calls] == ['{"location": "杭州"}', "{}"]
 
 
 def test_parallel_tool_calls_false_keeps_one_call_true_keeps_all() -> None:

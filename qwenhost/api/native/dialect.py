@@ -7,10 +7,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from qwenhost.api.dialect import StreamRenderer
 from qwenhost.api.native.errors import native_error_response
 from qwenhost.api.native.render import NativeStream, native_completion
 from qwenhost.api.native.request import NativeOptions, parse_native, wants_stream
-from qwenhost.api.routes.chat import StreamRenderer
 from qwenhost.core.errors import ServeError
 from qwenhost.core.events import FoldedAnswer
 from qwenhost.core.types import ChatRequest

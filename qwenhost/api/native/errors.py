@@ -10,7 +10,6 @@ from qwenhost.api.errors import dumps
 from qwenhost.core.errors import ServeError
 
 PREFIX = "/api/v1"  # where the native routes live, as the SDK's base_http_api_url names it
-ASYNC_MESSAGE = "Current user api does not support asynchronous calls."
 INVALID_API_KEY = "Invalid API-key provided."
 
 # Compatible mode's lower-case codes -> the native protocol's (spec §5.1); native-looking codes pass through.
@@ -21,6 +20,7 @@ _NATIVE_CODES = {
     "model_not_found": "ModelNotFound",
     "invalid_api_key": "InvalidApiKey",
     "internal_error": "InternalError",
+    "access_denied": "AccessDenied",
 }
 
 

@@ -1,21 +1,21 @@
 """Native ``{model, input, parameters}`` -> core ChatRequest, through compatible mode's own validation.
 
 The native body is rewritten into compatible mode's field names (messages, native content parts, the
-``parameters`` keys, which are the same names) and handed to api/convert.py, so both dialects check a
+``parameters`` keys, which are the same names) and handed to api/wire/request.py, so both dialects check a
 request with the same code and the same messages; only the response options stay here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.requests import Request
 
-from qwenhost.api.convert import parse_chat_request
-from qwenhost.api.native.errors import ASYNC_MESSAGE
-from qwenhost.api.wire import read_bool
+from qwenhost.api.dialect import read_headers
+from qwenhost.api.wire.request import read_chat
+from qwenhost.api.wire.values import read_bool
 from qwenhost.core.errors import InvalidParameter, ServeError
 from qwenhost.core.types import ChatRequest
 
@@ -31,6 +31,7 @@ class NativeOptions:
     incremental: bool
     result_format: str | None
     multimodal: bool
+    ignored: tuple[str, ...] = ()  # parameters and headers with no effect here (x-qwenhost-ignored)
 
 
 def wants_stream(request: Request) -> bool:
@@ -38,11 +39,6 @@ def wants_stream(request: Request) -> bool:
     if request.headers.get("x-dashscope-sse", "").lower() == "enable":
         return True
     return request.headers.get("accept", "").split(";")[0].strip().lower() == "text/event-stream"
-
-
-def _refuse_async(request: Request) -> None:
-    if request.headers.get("x-dashscope-async", "").lower() == "enable":
-        raise ServeError(ASYNC_MESSAGE, status=403, code="AccessDenied")
 
 
 def _part(raw: Any) -> Any:
@@ -101,7 +97,7 @@ def _options(params: Mapping[str, Any], multimodal: bool) -> NativeOptions:
 
 def parse_native(body: Any, request: Request, *, multimodal: bool) -> tuple[ChatRequest, NativeOptions]:
     """Validate a decoded native body; raises ServeError (rendered in native codes by the dialect)."""
-    _refuse_async(request)
+    headers = read_headers(request)
     if not isinstance(body, Mapping):
         raise ServeError("Required body invalid, please check the request body format.", code="InvalidParameter")
     model = body.get("model")
@@ -116,6 +112,6 @@ def parse_native(body: Any, request: Request, *, multimodal: bool) -> tuple[Chat
     stream = wants_stream(request)
     compat: dict[str, Any] = {k: v for k, v in params.items() if k not in _ROUTE_KEYS}
     compat.update(model=model, messages=_messages(inp), stream=stream)
-    if stream:
-        compat["stream_options"] = {"include_usage": True}  # every native event carries usage
-    return parse_chat_request(compat), _options(params, multimodal)
+    wire = read_chat(compat)
+    options = _options(params, multimodal)
+    return wire.request, replace(options, ignored=wire.ignored + headers)

@@ -8,22 +8,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from qwenhost.api.body import parse_json, read_body, refuse_unencodable
-from qwenhost.api.convert import parse_chat_request
-from qwenhost.api.errors import dumps, error_body, error_response
+from qwenhost.api.dialect import Dialect, WireOptions
+from qwenhost.api.errors import dumps
+from qwenhost.api.notes import note_headers
 from qwenhost.api.options import FAULT_HEADER, EdgeOptions
-from qwenhost.api.render import ChunkRenderer, completion_json
-from qwenhost.api.sse import DONE, frame
 from qwenhost.core import ids
 from qwenhost.core.errors import InternalError, InvalidParameter, ServeError, ServiceUnavailable
-from qwenhost.core.events import ChatEvent, FoldedAnswer, UsageReport, afold
-from qwenhost.core.types import ChatRequest
+from qwenhost.core.events import ChatEvent, UsageReport, afold
 from qwenhost.ops.lifecycle import SHUTDOWN_MESSAGE, Lifecycle
 from qwenhost.ops.metrics import Metrics, RequestObserver
 from qwenhost.service.chat import ChatService, Job
@@ -34,69 +32,6 @@ CLIENT_CLOSED = 499  # nginx's status for a client that closed the connection: l
 _LEFT = object()  # what _unless_disconnected returns when the client left first
 
 
-class StreamRenderer(Protocol):
-    """One streaming request's framing: each event's bytes (or None), the end, and an in-band error."""
-
-    def render(self, event: ChatEvent) -> bytes | None: ...
-
-    def end(self) -> bytes: ...
-
-    def error(self, exc: ServeError, request_id: str) -> bytes: ...
-
-
-class Dialect(Protocol):
-    """How one wire protocol reads a request and writes answers and errors."""
-
-    def parse(self, body: Any, request: Request) -> tuple[ChatRequest, Any]:
-        """The domain request, and the wire's own response options (handed back to the renderers)."""
-        ...
-
-    def wants_stream(self, body: Any, request: Request) -> bool: ...
-
-    def error_response(self, error: ServeError, request_id: str, *, is_sse: bool = False) -> Response: ...
-
-    def stream_renderer(self, job: Job, wire: Any) -> StreamRenderer: ...
-
-    def completion(self, answer: FoldedAnswer, job: Job, wire: Any) -> dict[str, Any]: ...
-
-
-class _CompatStream:
-    def __init__(self, job: Job) -> None:
-        self._renderer = ChunkRenderer(job.completion_id, job.model_name, job.created, is_thinking=job.is_thinking)
-        self._include_usage = job.request.include_usage
-
-    def render(self, event: ChatEvent) -> bytes | None:
-        if isinstance(event, UsageReport) and not self._include_usage:
-            return None
-        chunk = self._renderer.render(event)
-        return frame(chunk) if chunk is not None else None
-
-    def end(self) -> bytes:
-        return DONE
-
-    def error(self, exc: ServeError, request_id: str) -> bytes:
-        return frame(error_body(exc, request_id)) + DONE
-
-
-class CompatDialect:
-    """Compatible mode: OpenAI-shaped bodies, ``data:`` frames ending in ``[DONE]``, ``{"error": …}`` bodies."""
-
-    def parse(self, body: Any, request: Request) -> tuple[ChatRequest, Any]:
-        return parse_chat_request(body), None
-
-    def wants_stream(self, body: Any, request: Request) -> bool:
-        return isinstance(body, dict) and body.get("stream") is True
-
-    def error_response(self, error: ServeError, request_id: str, *, is_sse: bool = False) -> Response:
-        return error_response(error, request_id, is_sse=is_sse)
-
-    def stream_renderer(self, job: Job, wire: Any) -> StreamRenderer:
-        return _CompatStream(job)
-
-    def completion(self, answer: FoldedAnswer, job: Job, wire: Any) -> dict[str, Any]:
-        return completion_json(answer, job.completion_id, job.model_name, job.created)
-
-
 class ChatRoute:
     def __init__(
         self,
@@ -104,13 +39,13 @@ class ChatRoute:
         metrics: Metrics | None,
         options: EdgeOptions,
         lifecycle: Lifecycle,
-        dialect: Dialect | None = None,
+        dialect: Dialect,
     ) -> None:
         self.service = service
         self.metrics = metrics
         self.options = options
         self.lifecycle = lifecycle
-        self.dialect: Dialect = dialect or CompatDialect()
+        self.dialect = dialect
 
     async def handle(self, request: Request) -> Response:
         request_id = ids.new_request_id()
@@ -147,7 +82,7 @@ class ChatRoute:
         return True
 
     async def _stream(
-        self, job: Job, wire: Any, events: AsyncIterator[ChatEvent], observer: RequestObserver, request: Request
+        self, job: Job, wire: WireOptions, events: AsyncIterator[ChatEvent], observer: RequestObserver, request: Request
     ) -> Response:
         # Queued or prefilling, the request has sent nothing yet: only watching the connection tells whether
         # the client is still there. Queueing errors still get their HTTP status.
@@ -170,7 +105,7 @@ class ChatRoute:
             self._sse(job, wire, first, events, observer),
             on_close=lambda: _close(job, events),
             media_type="text/event-stream",
-            headers={"x-request-id": job.request_id, "cache-control": "no-cache"},
+            headers={"x-request-id": job.request_id, "cache-control": "no-cache", **_notes(job, wire)},
         )
 
     async def _sse(
@@ -203,7 +138,7 @@ class ChatRoute:
             observer.close(status if error else 200, usage, error)
 
     async def _complete(
-        self, job: Job, wire: Any, events: AsyncIterator[ChatEvent], observer: RequestObserver, request: Request
+        self, job: Job, wire: WireOptions, events: AsyncIterator[ChatEvent], observer: RequestObserver, request: Request
     ) -> Response:
         async def fold() -> Any:
             async def observed() -> AsyncIterator[ChatEvent]:
@@ -225,7 +160,8 @@ class ChatRoute:
             return Response(status_code=CLIENT_CLOSED)
         observer.close(200, answer.usage)
         payload = self.dialect.completion(answer, job, wire)
-        return Response(dumps(payload), media_type="application/json", headers={"x-request-id": job.request_id})
+        headers = {"x-request-id": job.request_id, **_notes(job, wire)}
+        return Response(dumps(payload), media_type="application/json", headers=headers)
 
 
 class ClosingStreamingResponse(StreamingResponse):
@@ -241,6 +177,10 @@ class ClosingStreamingResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             await self._on_close()
+
+
+def _notes(job: Job, wire: WireOptions) -> dict[str, str]:
+    return note_headers(wire.ignored, job.notes)
 
 
 async def _close(job: Job, events: AsyncIterator[ChatEvent]) -> None:

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from qwenhost.api.convert import parse_chat_request, parse_stop
+from qwenhost.api.wire.request import parse_chat_request, read_chat
+from qwenhost.api.wire.sampling import parse_stop
 from qwenhost.core.errors import ALGO_PREFIX, ServeError
 from qwenhost.core.types import MediaPart, NamedToolChoice, StopRule, TextPart
 
@@ -122,9 +123,34 @@ def test_unknown_content_part() -> None:
     assert "Unexpected item type in content" in err.message
 
 
-def test_unknown_fields_are_ignored() -> None:
-    request = parse_chat_request(body(user="u1", store=True, metadata={"a": 1}, service_tier="auto"))
-    assert request.model == "qwen-plus"
+def test_unknown_fields_are_ignored_and_named() -> None:
+    wire = read_chat(body(user="u1", store=True, metadata={"a": 1}, service_tier="auto", stream_options={"x": 1}))
+    assert wire.request.model == "qwen-plus"
+    assert wire.ignored == ("metadata", "service_tier", "store", "user", "stream_options.x")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"stream": True, "stream_options": {"include_usage": "false"}}, "'include_usage' must be Boolean"),
+        ({"skill": [{"type": "ppt"}]}, "This model does not support skill."),
+        ({"clear_thinking": False}, "This model does not support clear_thinking."),
+        ({"thinking": {"type": "enabled"}}, "'thinking' must be an object whose type is"),
+        ({"thinking": {"type": "disabled"}, "enable_thinking": True}, "thinking and enable_thinking disagree"),
+        ({"tools": [{"type": "function", "function": {"name": "wetter_é"}}]}, "Required parameter(s) missing"),
+        ({"tools": [{"type": "function", "function": {"name": "f" * 65}}]}, "Required parameter(s) missing"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "description": 3}}]}, "Required parameter(s)"),
+    ],
+)
+def test_audit_refusals(fields: dict[str, Any], message: str) -> None:
+    err = error_of(body(**fields))
+    assert err.status == 400 and message in err.message
+
+
+def test_minimax_thinking_maps_onto_enable_thinking() -> None:
+    assert parse_chat_request(body(thinking={"type": "disabled"})).enable_thinking is False
+    assert parse_chat_request(body(thinking={"type": "adaptive"})).enable_thinking is None  # the model's default
+    assert parse_chat_request(body(thinking={"type": "adaptive"}, enable_thinking=True)).enable_thinking is True
 
 
 def test_sampling_and_limits_are_carried() -> None:
@@ -147,12 +173,13 @@ def test_sampling_and_limits_are_carried() -> None:
     assert request.sampling.temperature == 0 and request.sampling.top_p == 1
     assert request.sampling.top_k_disabled  # > 100 disables top_k (spec §1.3 #9)
     assert request.sampling.seed == 7 and request.n == 3 and request.max_tokens == 12
-    assert request.logprobs and request.top_logprobs == 5 and request.include_usage
+    assert request.logprobs and request.top_logprobs == 5
     assert request.parallel_tool_calls
 
 
 def test_include_usage_only_when_streaming() -> None:
-    assert not parse_chat_request(body(stream_options={"include_usage": True})).include_usage
+    assert read_chat(body(stream=True, stream_options={"include_usage": True})).include_usage
+    assert not read_chat(body(stream_options={"include_usage": True})).include_usage
 
 
 def test_null_top_k_disables_it() -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
-from qwenhost.api.wire import BAD_CONTENT_ITEM, INVALID_PARAMETERS, is_int, is_number
+from qwenhost.api.wire.values import BAD_CONTENT_ITEM, INVALID_PARAMETERS, is_int, is_number
 from qwenhost.core.errors import AlgoInvalidParameter, InvalidParameter
 from qwenhost.core.types import ContentPart, MediaPart, Message, Role, TextPart, ToolCall
+from qwenhost.media.resize import FPS_RANGE
 
 ROLES = ("system", "assistant", "user", "tool", "function")
 
@@ -46,6 +47,8 @@ def _pixel_controls(part: Mapping[str, Any]) -> dict[str, Any]:
     if fps is not None:
         if not is_number(fps):
             raise InvalidParameter("'fps' must be Float")
+        if not FPS_RANGE[0] <= fps <= FPS_RANGE[1]:  # the documented range (spec §4.11): refused, not clamped
+            raise InvalidParameter(f"fps should be in [{FPS_RANGE[0]}, {FPS_RANGE[1]}]")
         controls["fps"] = float(fps)
     return controls
 
