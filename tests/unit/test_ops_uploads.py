@@ -81,7 +81,9 @@ def test_an_expired_policy_is_refused(tmp_path: Path) -> None:
     issued = s.issue()
     clock.now += POLICY_TTL_S
     with pytest.raises(UploadError, match="Policy expired") as err:
-        s.check(policy=issued.policy, signature=issued.signature, access_key_id=ACCESS_KEY_ID, key=f"{issued.upload_dir}/a")
+        s.check(
+            policy=issued.policy, signature=issued.signature, access_key_id=ACCESS_KEY_ID, key=f"{issued.upload_dir}/a"
+        )
     assert err.value.code == "AccessDenied"
 
 
