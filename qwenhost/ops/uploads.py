@@ -103,8 +103,7 @@ class ObjectStore:
         self._objects = root / "objects"
         self._partial = root / "partial"
         self._objects.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self._partial, ignore_errors=True)  # writes cut off by a crash
-        self._partial.mkdir()
+        self._partial.mkdir(exist_ok=True)
         self._load()
 
     @classmethod
@@ -262,7 +261,11 @@ class ObjectStore:
             log.warning("cannot remove expired upload %s: %s", digest, exc)
 
     def _load(self) -> None:
-        """Objects left by an earlier run in a configured directory: expired ones go now, the rest count."""
+        """What an earlier run left in a configured directory: writes it did not finish go, expired objects
+        go, the rest count. Only names this store writes are touched (the directory may hold other files)."""
+        for path in self._partial.iterdir():
+            if re.fullmatch(r"[0-9a-f]{32}", path.name) and path.is_file():
+                path.unlink()
         found = []
         for path in self._objects.iterdir():
             if not re.fullmatch(r"[0-9a-f]{64}", path.name) or not path.is_file():

@@ -174,10 +174,11 @@ def test_a_configured_directory_keeps_live_objects_and_purges_expired_ones_at_st
     s = ObjectStore(tmp_path, **limits)  # type: ignore[arg-type]  # real time: expiry from the file's mtime
     key = s.issue().upload_dir + "/a.png"
     put(s, key, b"kept")
-    (s.root / "partial" / "leftover").write_bytes(b"cut off by a crash")
+    (s.root / "partial" / ("ab" * 16)).write_bytes(b"cut off by a crash")
+    (s.root / "partial" / "notes.txt").write_bytes(b"not the store's: left alone")
     restarted = ObjectStore(tmp_path, **limits)  # type: ignore[arg-type]
     assert read(restarted, key) == b"kept" and restarted.used_bytes == 4
-    assert list((tmp_path / "partial").iterdir()) == []
+    assert [p.name for p in (tmp_path / "partial").iterdir()] == ["notes.txt"]
     later = Clock()
     later.now = 2 * 1_800_000_000.0  # far beyond the file's mtime + expiry
     purged = ObjectStore(tmp_path, clock=later, **limits)  # type: ignore[arg-type]
