@@ -160,7 +160,7 @@ def open_uploads(config: UploadsConfig) -> ObjectStore | None:
         )
     except OSError as exc:
         raise ConfigError(f"[uploads] directory {config.directory!r} cannot be used: {exc}") from exc
-    log.info("uploads for local files kept in %s (%.0f h)", store.root, config.expiry_s / 3600)
+    log.info("uploads for local files kept in %s for %g s each", store.root, config.expiry_s)
     return store
 
 
