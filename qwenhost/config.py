@@ -32,7 +32,7 @@ DASHSCOPE_ALIASES = DEFAULT_TEXT_ALIASES
 # name to its ggml type and refuses any other.
 KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-TABLES = ("server", "models", "media", "alias_policy")
+TABLES = ("server", "models", "media", "alias_policy", "uploads")
 
 
 class ConfigError(ValueError):
@@ -99,11 +99,23 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class UploadsConfig:
+    """[uploads]: the local object store behind the SDK's upload-policy flow (docs/native-protocol.md)."""
+
+    enabled: bool = True
+    directory: str | None = None  # None: a fresh temporary directory for each run, removed at shutdown
+    max_file_bytes: int = 100 * 1024 * 1024  # DashScope's max_file_size_mb (100)
+    capacity_bytes: int = 2 * 1024 * 1024 * 1024  # all live objects together
+    expiry_s: float = 48 * 3600.0  # DashScope keeps temporary uploads 48 h
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerConfig = field(default_factory=ServerConfig)
     models: tuple[ModelConfig, ...] = ()
     media: MediaPolicy = field(default_factory=MediaPolicy)
     alias_policy: tuple[tuple[str, AliasPolicy], ...] = ()  # [alias_policy."<name>"] over the built-in rows
+    uploads: UploadsConfig = field(default_factory=UploadsConfig)
 
 
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
@@ -160,6 +172,21 @@ def _media(raw: Any, allow_private_urls: bool | None, source: _Source) -> MediaP
     if allow_private_urls is not None:
         policy = replace(policy, allow_private_urls=allow_private_urls)
     return policy
+
+
+def _uploads(raw: Any, source: _Source) -> UploadsConfig:
+    """The [uploads] table; a bound that would refuse every upload is a mistake, not a setting."""
+    config = UploadsConfig(**source.table(raw, UploadsConfig, "[uploads]"))
+    for name in ("max_file_bytes", "capacity_bytes"):
+        if getattr(config, name) < 1:
+            raise source.error(f"[uploads].{name}", "must be at least 1")
+    if config.capacity_bytes < config.max_file_bytes:
+        raise source.error("[uploads].capacity_bytes", "must be at least max_file_bytes (one largest file must fit)")
+    if config.expiry_s <= 0:
+        raise source.error("[uploads].expiry_s", "must be more than 0")
+    if config.directory is not None and not config.directory.strip():
+        raise source.error("[uploads].directory", "must name a directory (leave it out for a temporary one)")
+    return config
 
 
 def embedded_model_path() -> str:
@@ -318,7 +345,8 @@ def load_settings(
     _check_unique_names(models, source)
     media = _media(raw.get("media", {}), allow_private_urls, source)
     policy = _alias_policy(raw.get("alias_policy", {}), source)
-    return Settings(server=server, models=tuple(models), media=media, alias_policy=policy)
+    uploads = _uploads(raw.get("uploads", {}), source)
+    return Settings(server=server, models=tuple(models), media=media, alias_policy=policy, uploads=uploads)
 
 
 def _models(raw: list[Any], source: _Source, model_path: str | None, overrides: dict[str, Any]) -> list[ModelConfig]:

@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 
 from qwenhost.api.app import create_app
 from qwenhost.api.options import EdgeOptions
-from qwenhost.config import ConfigError, ModelConfig, ServerConfig, Settings, embedded_model_path
+from qwenhost.config import ConfigError, ModelConfig, ServerConfig, Settings, UploadsConfig, embedded_model_path
 from qwenhost.engine.llamacpp.backend import EngineConfig, LlamaCppBackend
 from qwenhost.engine.llamacpp.cpu_probe import extra_buffers_work
 from qwenhost.engine.llamacpp.runner import RunnerConfig
@@ -22,6 +22,7 @@ from qwenhost.formats.registry import detect_format, get_format
 from qwenhost.ops.auth import KeyStore
 from qwenhost.ops.lifecycle import Lifecycle, drain
 from qwenhost.ops.metrics import Metrics
+from qwenhost.ops.uploads import ObjectStore
 from qwenhost.service.chat import ChatService
 from qwenhost.service.media import MediaPipeline
 from qwenhost.service.models import ModelRegistry, ServedModel
@@ -146,18 +147,36 @@ def check_exposure(settings: Settings) -> None:
         )
 
 
+def open_uploads(config: UploadsConfig) -> ObjectStore | None:
+    """The object store of the upload-policy flow, or None with [uploads] enabled = false."""
+    if not config.enabled:
+        return None
+    try:
+        store = ObjectStore.open(
+            config.directory,
+            max_file_bytes=config.max_file_bytes,
+            capacity_bytes=config.capacity_bytes,
+            expiry_s=config.expiry_s,
+        )
+    except OSError as exc:
+        raise ConfigError(f"[uploads] directory {config.directory!r} cannot be used: {exc}") from exc
+    log.info("uploads for local files kept in %s for %g s each", store.root, config.expiry_s)
+    return store
+
+
 def build_app(settings: Settings, registry: ModelRegistry, lifecycle: Lifecycle | None = None) -> Starlette:
+    uploads = open_uploads(settings.uploads)
     service = ChatService(
         registry,
         request_timeout_s=settings.server.request_timeout_s,
         cache_isolation=settings.server.cache_isolation,
-        media=MediaPipeline(settings.media),
+        media=MediaPipeline(settings.media, objects=uploads),
     )
     # Metric labels come from configured names only (/metrics needs no key: bounded memory).
     names = {name: model.name for name, model in registry.names()}
     metrics = Metrics(lambda: [(m.name, m.backend.stats()) for m in registry], names)
     options = EdgeOptions(max_body_bytes=settings.server.max_body_bytes, test_faults=settings.server.test_faults)
-    return create_app(service, KeyStore(settings.server.api_key_hashes), metrics, options, lifecycle)
+    return create_app(service, KeyStore(settings.server.api_key_hashes), metrics, options, lifecycle, uploads)
 
 
 def configure_logging(server: ServerConfig) -> None:

@@ -18,7 +18,10 @@ from qwenhost.api.errors import error_response
 from qwenhost.api.middleware import AuthMiddleware, ErrorGuard, InFlight
 from qwenhost.api.native.dialect import MULTIMODAL_PATH, TEXT_PATH, NativeDialect
 from qwenhost.api.native.errors import PREFIX as NATIVE_PREFIX
+from qwenhost.api.native.errors import native_error_response
+from qwenhost.api.native.uploads import POLICY_PATH, SINK_PATH, UploadRoutes
 from qwenhost.api.options import EdgeOptions
+from qwenhost.api.oss_header import OssResolveHeader
 from qwenhost.api.routes.chat import ChatRoute
 from qwenhost.api.routes.models import HealthRoute, ModelsRoute
 from qwenhost.core import ids
@@ -26,23 +29,30 @@ from qwenhost.core.errors import ServeError
 from qwenhost.ops.auth import KeyStore
 from qwenhost.ops.lifecycle import Lifecycle
 from qwenhost.ops.metrics import Metrics
+from qwenhost.ops.uploads import ObjectStore
 from qwenhost.service.chat import ChatService
 
 PREFIXES = ("/compatible-mode/v1", "/v1")
 
 
-async def _method_not_allowed(request: Request) -> Response:
-    error = ServeError(f"Request method '{request.method}' is not supported.", status=405, code="invalid_request_error")
-    return error_response(error, ids.new_request_id())
+def _is_native(request: Request) -> bool:
+    path = request.url.path
+    return path == NATIVE_PREFIX or path.startswith(NATIVE_PREFIX + "/")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and wrong methods, in the envelope of the dialect the path belongs to."""
     assert isinstance(exc, HTTPException)
+    native = _is_native(request)
     if exc.status_code == 405:
-        return await _method_not_allowed(request)
-    error = ServeError(
-        str(exc.detail), status=exc.status_code, code="not_found" if exc.status_code == 404 else "invalid_request_error"
-    )
+        message = f"Request method '{request.method}' is not supported."
+        error = ServeError(message, status=405, code="invalid_request_error")
+    elif exc.status_code == 404:
+        error = ServeError(str(exc.detail), status=404, code="NotFound" if native else "not_found")
+    else:
+        error = ServeError(str(exc.detail), status=exc.status_code, code="invalid_request_error")
+    if native:
+        return native_error_response(error, ids.new_request_id())
     return error_response(error, ids.new_request_id())
 
 
@@ -52,6 +62,7 @@ def create_app(
     metrics: Metrics | None = None,
     options: EdgeOptions | None = None,
     lifecycle: Lifecycle | None = None,
+    uploads: ObjectStore | None = None,
 ) -> Starlette:
     options = options or EdgeOptions()
     lifecycle = lifecycle or Lifecycle()
@@ -61,6 +72,10 @@ def create_app(
     for path, multimodal in ((TEXT_PATH, False), (MULTIMODAL_PATH, True)):
         native = ChatRoute(service, metrics, options, lifecycle, NativeDialect(multimodal=multimodal))
         routes.append(Route(NATIVE_PREFIX + path, native.handle, methods=["POST"]))
+    if uploads is not None:  # the SDK's upload-policy flow for local files ([uploads] enabled)
+        upload_routes = UploadRoutes(uploads, service.registry)
+        routes.append(Route(NATIVE_PREFIX + POLICY_PATH, upload_routes.get_policy, methods=["GET"]))
+        routes.append(Route(SINK_PATH, upload_routes.sink, methods=["POST"]))
     for prefix in PREFIXES:
         routes += [
             Route(f"{prefix}/chat/completions", chat.handle, methods=["POST"]),
@@ -80,6 +95,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await service.aclose()  # after the drain: the prepare pool, media fetcher and decoders
+        if uploads is not None:
+            uploads.close()  # a temporary upload directory goes with its objects
 
     return Starlette(
         lifespan=lifespan,
@@ -88,6 +105,7 @@ def create_app(
             Middleware(ErrorGuard),
             Middleware(InFlight, lifecycle=lifecycle),
             Middleware(AuthMiddleware, keys=keys),
+            Middleware(OssResolveHeader),
         ],
         exception_handlers={HTTPException: _http_error},
     )

@@ -1,4 +1,4 @@
-"""Media bytes from data: URLs and http(s) URLs, with size caps, timeouts and an SSRF guard.
+"""Media bytes from data: URLs, http(s) URLs and oss:// uploads, with size caps, timeouts and an SSRF guard.
 
 Every hop of a redirect chain is resolved and checked before it is contacted, and the connection
 goes to the checked address (the Host header and TLS SNI keep the name), so a DNS answer that
@@ -17,6 +17,7 @@ from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 import httpx
 
 from qwenhost.media import errors
+from qwenhost.media.oss import OSS_RESOLVE, SCHEME, ObjectSource
 from qwenhost.media.policy import MediaPolicy
 
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -121,8 +122,14 @@ class ByteBudget:
 class Fetcher:
     """Downloads one URL at a time per call; shared by all requests (an httpx client pool)."""
 
-    def __init__(self, policy: MediaPolicy, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        policy: MediaPolicy,
+        transport: httpx.AsyncBaseTransport | None = None,
+        objects: ObjectSource | None = None,
+    ) -> None:
         self.policy = policy
+        self.objects = objects  # the upload store that oss:// URLs name; None: uploads are not served
         self._client = httpx.AsyncClient(
             transport=transport,
             follow_redirects=False,
@@ -142,6 +149,8 @@ class Fetcher:
             data = decode_data_url(url, self.policy.max_data_uri_bytes)
             budget.charge(len(data))
             return data
+        if url.startswith(SCHEME):
+            return await self._read_object(url.removeprefix(SCHEME), kind, budget)
         if not url.startswith(("http://", "https://")):
             raise errors.invalid_url()
         try:
@@ -149,6 +158,15 @@ class Fetcher:
                 return await self._follow(url, self.policy.limit_for(kind), budget)
         except TimeoutError:
             raise errors.download_timeout() from None
+
+    async def _read_object(self, key: str, kind: str, budget: ByteBudget) -> bytes:
+        """An uploaded object; DashScope resolves oss:// only with X-DashScope-OssResourceResolve: enable,
+        otherwise the URL is invalid. A key that names no live object (unknown, expired) cannot be downloaded."""
+        if self.objects is None or not OSS_RESOLVE.get():
+            raise errors.invalid_url()
+        data = await asyncio.to_thread(_read_object, self.objects, key, self.policy.limit_for(kind))
+        budget.charge(len(data))
+        return data
 
     async def _follow(self, url: str, max_bytes: int, budget: ByteBudget) -> bytes:
         for _ in range(self.policy.max_redirects + 1):
@@ -216,6 +234,18 @@ class _Target:
         self.url = url
         self.headers = headers
         self.extensions = extensions
+
+
+def _read_object(objects: ObjectSource, key: str, max_bytes: int) -> bytes:
+    """Off the event loop: the object's bytes, at most ``max_bytes`` (the media kind's URL limit)."""
+    handle = objects.open_object(key)
+    if handle is None:
+        raise errors.download_failed()
+    with handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise errors.too_large()
+    return data
 
 
 async def _read_capped(response: httpx.Response, max_bytes: int, budget: ByteBudget) -> bytes:

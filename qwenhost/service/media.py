@@ -24,6 +24,7 @@ from qwenhost.media import av_decode, errors
 from qwenhost.media.decoded import Clip, Picture
 from qwenhost.media.fetch import ByteBudget, Fetcher
 from qwenhost.media.image import load_picture, open_image, resized
+from qwenhost.media.oss import ObjectSource
 from qwenhost.media.policy import MediaPolicy
 from qwenhost.media.resize import (
     FRAME_FACTOR,
@@ -52,9 +53,9 @@ class DecodedPart:
 
 
 class MediaPipeline:
-    def __init__(self, policy: MediaPolicy) -> None:
+    def __init__(self, policy: MediaPolicy, objects: ObjectSource | None = None) -> None:
         self.policy = policy
-        self.fetcher = Fetcher(policy)
+        self.fetcher = Fetcher(policy, objects=objects)  # objects: the upload store oss:// URLs read
         # Its own threads: a request with hundreds of frames must not queue ahead of every other
         # request's work in asyncio's default executor.
         self._decoders = ThreadPoolExecutor(policy.max_concurrent_decodes, thread_name_prefix="qwenhost-media")
