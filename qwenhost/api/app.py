@@ -21,7 +21,6 @@ from qwenhost.api.native.errors import PREFIX as NATIVE_PREFIX
 from qwenhost.api.native.errors import native_error_response
 from qwenhost.api.native.uploads import POLICY_PATH, SINK_PATH, UploadRoutes
 from qwenhost.api.options import EdgeOptions
-from qwenhost.api.oss_header import OssResolveHeader
 from qwenhost.api.routes.chat import ChatRoute
 from qwenhost.api.routes.models import HealthRoute, ModelsRoute
 from qwenhost.core import ids
@@ -105,7 +104,6 @@ def create_app(
             Middleware(ErrorGuard),
             Middleware(InFlight, lifecycle=lifecycle),
             Middleware(AuthMiddleware, keys=keys),
-            Middleware(OssResolveHeader),
         ],
         exception_handlers={HTTPException: _http_error},
     )

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.requests import Request
@@ -48,7 +48,8 @@ class CompatDialect:
     def parse(self, body: Any, request: Request) -> tuple[ChatRequest, CompatOptions]:
         headers = read_headers(request)
         wire = read_chat(body)
-        return wire.request, CompatOptions(wire.include_usage, wire.ignored + headers)
+        chat = replace(wire.request, resolve_oss=headers.resolve_oss)
+        return chat, CompatOptions(wire.include_usage, wire.ignored + headers.inert)
 
     def wants_stream(self, body: Any, request: Request) -> bool:
         return isinstance(body, dict) and body.get("stream") is True

@@ -3,6 +3,7 @@ headers both dialects read the same way (spec §5.3)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from starlette.requests import Request
@@ -51,8 +52,19 @@ class Dialect(Protocol):
     def completion(self, answer: FoldedAnswer, job: Job, wire: Any) -> dict[str, Any]: ...
 
 
-def read_headers(request: Request) -> tuple[str, ...]:
-    """Refuse ``X-DashScope-Async: enable`` (403, as DashScope does for chat); name the inert headers sent."""
-    if request.headers.get("x-dashscope-async", "").strip().lower() == "enable":
+@dataclass(frozen=True, slots=True)
+class DashScopeHeaders:
+    inert: tuple[str, ...]  # sent, and without effect here (x-qwenhost-ignored)
+    resolve_oss: bool  # X-DashScope-OssResourceResolve: enable — oss:// media URLs name uploaded objects
+
+
+def _enabled(request: Request, name: str) -> bool:
+    return request.headers.get(name, "").strip().lower() == "enable"
+
+
+def read_headers(request: Request) -> DashScopeHeaders:
+    """Refuse ``X-DashScope-Async: enable`` (403, as DashScope does for chat); read the others."""
+    if _enabled(request, "x-dashscope-async"):
         raise AsyncNotSupported()
-    return tuple(name for name in INERT_HEADERS if name.lower() in request.headers)
+    inert = tuple(name for name in INERT_HEADERS if name.lower() in request.headers)
+    return DashScopeHeaders(inert, resolve_oss=_enabled(request, "x-dashscope-ossresourceresolve"))

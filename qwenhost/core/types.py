@@ -185,6 +185,7 @@ class ChatRequest:
     translation_options: Mapping[str, Any] | None = None
     logit_bias: tuple[tuple[int, float], ...] = ()  # OpenAI extension, not in DashScope's reference
     ignore_eos: bool = False  # qwenhost/vLLM/llama-server extension for benchmarks
+    resolve_oss: bool = False  # X-DashScope-OssResourceResolve: enable — oss:// media URLs name uploads
 
     @property
     def has_cache_markers(self) -> bool:

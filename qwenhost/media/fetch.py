@@ -17,7 +17,7 @@ from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 import httpx
 
 from qwenhost.media import errors
-from qwenhost.media.oss import OSS_RESOLVE, SCHEME, ObjectSource
+from qwenhost.media.oss import SCHEME, ObjectSource
 from qwenhost.media.policy import MediaPolicy
 
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -142,14 +142,17 @@ class Fetcher:
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def fetch(self, url: str, kind: str, budget: ByteBudget | None = None) -> bytes:
-        """The bytes of one media item; ``budget`` (the request's max_media_bytes) is charged as they come."""
+    async def fetch(self, url: str, kind: str, budget: ByteBudget | None = None, *, resolve_oss: bool = False) -> bytes:
+        """The bytes of one media item; ``budget`` (the request's max_media_bytes) is charged as they come.
+        ``resolve_oss``: the request allows oss:// URLs (X-DashScope-OssResourceResolve: enable)."""
         budget = budget or ByteBudget(self.policy.max_media_bytes)
         if url.startswith("data:"):
             data = decode_data_url(url, self.policy.max_data_uri_bytes)
             budget.charge(len(data))
             return data
         if url.startswith(SCHEME):
+            if not resolve_oss:
+                raise errors.invalid_url()
             return await self._read_object(url.removeprefix(SCHEME), kind, budget)
         if not url.startswith(("http://", "https://")):
             raise errors.invalid_url()
@@ -162,7 +165,7 @@ class Fetcher:
     async def _read_object(self, key: str, kind: str, budget: ByteBudget) -> bytes:
         """An uploaded object; DashScope resolves oss:// only with X-DashScope-OssResourceResolve: enable,
         otherwise the URL is invalid. A key that names no live object (unknown, expired) cannot be downloaded."""
-        if self.objects is None or not OSS_RESOLVE.get():
+        if self.objects is None:
             raise errors.invalid_url()
         data = await asyncio.to_thread(_read_object, self.objects, key, self.policy.limit_for(kind))
         budget.charge(len(data))

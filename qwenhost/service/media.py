@@ -99,7 +99,10 @@ class MediaPipeline:
 
     async def _part(self, job: _Job, part: MediaPart) -> DecodedPart:
         kind = "image" if part.kind == "video_frames" else part.kind
-        blobs = await job.siblings.run([self.fetcher.fetch(src, kind, job.bytes) for src in part.sources])
+        oss = job.request.resolve_oss
+        blobs = await job.siblings.run(
+            [self.fetcher.fetch(src, kind, job.bytes, resolve_oss=oss) for src in part.sources]
+        )
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._decoders, self._decode_part, job, part, blobs)
 

@@ -10,18 +10,15 @@ import pytest
 
 from qwenhost.media import errors
 from qwenhost.media.fetch import ByteBudget, Fetcher
-from qwenhost.media.oss import OSS_RESOLVE
 from qwenhost.media.policy import MediaPolicy
 from qwenhost.ops.uploads import ObjectStore
 
 
 def fetch(fetcher: Fetcher, url: str, *, resolve: bool, budget: ByteBudget | None = None) -> bytes:
     async def go() -> bytes:
-        token = OSS_RESOLVE.set(resolve)
         try:
-            return await fetcher.fetch(url, "image", budget)
+            return await fetcher.fetch(url, "image", budget, resolve_oss=resolve)
         finally:
-            OSS_RESOLVE.reset(token)
             await fetcher.close()
 
     return asyncio.run(go())

@@ -114,4 +114,5 @@ def parse_native(body: Any, request: Request, *, multimodal: bool) -> tuple[Chat
     compat.update(model=model, messages=_messages(inp), stream=stream)
     wire = read_chat(compat)
     options = _options(params, multimodal)
-    return wire.request, replace(options, ignored=wire.ignored + headers)
+    chat = replace(wire.request, resolve_oss=headers.resolve_oss)
+    return chat, replace(options, ignored=wire.ignored + headers.inert)
