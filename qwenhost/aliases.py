@@ -67,6 +67,10 @@ class AliasPolicy:
     stream_only_thinking: bool | None = None
     sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
     sampling_thinking: SamplingOverrides = field(default_factory=SamplingOverrides)
+    # The native protocol's defaults for the name (spec native §3, [DOC-ZH]); None: text (message when the
+    # answer thinks) and cumulative output.
+    result_format: str | None = None
+    incremental_output: bool | None = None
 
     def describe(self) -> dict[str, object]:
         """The policy as GET /models shows it (None: the served model's default)."""
@@ -80,6 +84,8 @@ class AliasPolicy:
             "stream_only_thinking": self.stream_only_thinking,
             "sampling": keys(self.sampling),
             "sampling_thinking": keys(self.sampling_thinking),
+            "result_format": self.result_format,
+            "incremental_output": self.incremental_output,
         }
 
 
@@ -97,10 +103,15 @@ MODEL_DEFAULTS = AliasPolicy()  # a served model's own name, and any alias witho
 _COMMERCIAL = AliasPolicy(thinking_default=False, stream_only_thinking=False)
 _VISION = AliasPolicy(route="vision", thinking_default=False, stream_only_thinking=False)
 
+# [DOC-ZH]: result_format defaults to "message" for the open-source Qwen3 names and Qwen-Long, and
+# incremental_output to true for the open-source Qwen3 names (native protocol only).
+_OPEN_SOURCE = AliasPolicy(result_format="message", incremental_output=True)
+
 BUILTIN_POLICIES: Mapping[str, AliasPolicy] = {
     **{name: _COMMERCIAL for name in COMMERCIAL_TEXT},
+    "qwen-long": replace(_COMMERCIAL, result_format="message"),
     **{name: replace(_COMMERCIAL, thinking_default=True) for name in COMMERCIAL_THINKING},
-    **{name: MODEL_DEFAULTS for name in OPEN_SOURCE_TEXT},
+    **{name: _OPEN_SOURCE for name in OPEN_SOURCE_TEXT},
     **{name: _VISION for name in VISION_NAMES},
 }
 

@@ -247,6 +247,10 @@ def _alias_policy(raw: Any, source: _Source) -> tuple[tuple[str, AliasPolicy], .
         for key in ("sampling", "sampling_thinking"):
             if key in table:
                 values[key] = _sampling(table[key], f"{where}.{key}", source)
+        if values.get("result_format", "text") not in ("text", "message"):
+            raise source.error(
+                f"{where}.result_format", f'must be "text" or "message", not {values["result_format"]!r}'
+            )
         if values.get("route", "default") not in ROUTES:
             raise source.error(f"{where}.route", f"must be one of {', '.join(ROUTES)}, not {values['route']!r}")
         out.append((name, replace(builtin_policy(name), **values)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qwenhost.aliases import MODEL_DEFAULTS, AliasPolicy
 from qwenhost.core import ids
 from qwenhost.core.types import ChatRequest
 from qwenhost.engine.protocol import GenerationRequest, Reservation
@@ -29,6 +30,7 @@ class Job:
     deadline_s: float | None = None
     modal_tokens: tuple[tuple[str, int], ...] = ()  # image/video/audio prompt tokens, by modality
     notes: tuple[str, ...] = ()  # parameters read differently from what was asked (x-qwenhost-adjusted)
+    policy: AliasPolicy = MODEL_DEFAULTS  # the requested name's defaults (the native dialect reads its own)
 
     def close(self) -> None:
         """Give the engine's room back (idempotent): for a job that is dropped before or after run()."""

@@ -214,6 +214,7 @@ class Preparer:
             reservation=draft.reservation,
             modal_tokens=modal,
             notes=plan.notes + notes + ((length_note,) if length_note else ()),
+            policy=self.registry.policy(request.model),
         )
 
 

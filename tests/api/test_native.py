@@ -54,6 +54,21 @@ def test_text_format_is_the_default_and_prompt_input_works() -> None:
     assert client.post(TEXT, json=legacy).json()["output"] == {"text": "Hi!", "finish_reason": "stop"}
 
 
+def test_each_name_brings_its_native_defaults() -> None:
+    # [DOC-ZH]: the open-source Qwen3 names answer in message format and incrementally by default,
+    # qwen-long in message format; what the request says wins (aliases.py).
+    client = make_client(hi())
+    for name in ("qwen3-8b", "qwen-long"):
+        answer = client.post(TEXT, json={**body(), "model": name}).json()["output"]
+        assert answer["choices"][0]["message"]["content"] == "Hi!"
+    assert client.post(TEXT, json={**body(result_format="text"), "model": "qwen3-8b"}).json()["output"]["text"]
+    streamed = client.post(TEXT, json={**body(), "model": "qwen3-8b"}, headers=SSE)
+    contents = [d["output"]["choices"][0]["message"]["content"] for _, d in native_events(streamed.text)]
+    assert "".join(contents) == "Hi!" and contents[-1] != "Hi!"  # pieces, not the text so far
+    cumulative = client.post(TEXT, json={**body(), "model": "qwen-plus"}, headers=SSE)
+    assert native_events(cumulative.text)[-1][1]["output"]["text"] == "Hi!"
+
+
 def test_stream_incremental_message() -> None:
     r = make_client(hi()).post(TEXT, json=body(result_format="message", incremental_output=True), headers=SSE)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")

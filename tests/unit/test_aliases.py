@@ -62,12 +62,15 @@ def settings(tmp_path: Path, text: str) -> Any:
 
 # -- the built-in table ----------------------------------------------------------------------------------
 def test_builtin_table() -> None:
-    for name in ("qwen-plus", "qwen-flash", "qwen-turbo", "qwen-max", "qwen3-max", "qwen-long"):
+    for name in ("qwen-plus", "qwen-flash", "qwen-turbo", "qwen-max", "qwen3-max"):
         assert builtin_policy(name) == AliasPolicy(thinking_default=False, stream_only_thinking=False)
+    long_policy = AliasPolicy(thinking_default=False, stream_only_thinking=False, result_format="message")
+    assert builtin_policy("qwen-long") == long_policy
     assert builtin_policy("qwen3.5-plus").thinking_default is True  # spec §4.4: Qwen3.5 commercial thinks
     assert builtin_policy("qwen3.5-plus").stream_only_thinking is False
     for name in OPEN_SOURCE_TEXT:
-        assert builtin_policy(name) == AliasPolicy()  # the family's defaults
+        # the family's thinking defaults; the native protocol's message format and incremental output
+        assert builtin_policy(name) == AliasPolicy(result_format="message", incremental_output=True)
     assert builtin_policy("qwen-vl-max").route == "vision"
     assert builtin_policy("qwen3-vl-8b-instruct").route == "vision"  # any qwen-vl-*/qwen3-vl-* name
     assert builtin_policy("my-model") == AliasPolicy()
@@ -127,11 +130,13 @@ def test_config_overrides_per_alias(tmp_path: Path) -> None:
         '[alias_policy."qwen3-8b"]\nstream_only_thinking = false\n'
         '[alias_policy."qwen3-8b".sampling]\ntemperature = 0.2\n'
         '[alias_policy.my-vl]\nroute = "vision"\n'
+        '[alias_policy."qwen-max"]\nresult_format = "message"\nincremental_output = true\n'
     )
     aliases = dict(settings(tmp_path, text).alias_policy)
     assert aliases["qwen-plus"] == AliasPolicy(thinking_default=True, stream_only_thinking=False)  # over built-in
     assert aliases["qwen3-8b"].sampling.temperature == 0.2 and aliases["qwen3-8b"].stream_only_thinking is False
     assert aliases["my-vl"].route == "vision"
+    assert aliases["qwen-max"].result_format == "message" and aliases["qwen-max"].incremental_output is True
 
 
 @pytest.mark.parametrize(
@@ -140,6 +145,7 @@ def test_config_overrides_per_alias(tmp_path: Path) -> None:
         ('[alias_policy."qwen-plus"]\nthinking = true\n', "unknown keys: 'thinking'"),
         ('[alias_policy."qwen-plus"]\nthinking_default = "no"\n', "must be true or false"),
         ('[alias_policy."qwen-plus"]\nroute = "audio"\n', "route: must be one of default, vision"),
+        ('[alias_policy."qwen-plus"]\nresult_format = "xml"\n', 'result_format: must be "text" or "message"'),
         ('[alias_policy."qwen-plus".sampling]\ntemp = 1\n', "unknown keys: 'temp'"),
         ("alias_policy = 3\n#models\n", "[alias_policy]: must be a table of tables"),
     ],

@@ -45,10 +45,20 @@ def native_usage(usage: Usage) -> dict[str, Any]:
 
 
 def result_format(options: NativeOptions, job: Job) -> str:
-    """The asked format, else ``message`` for a thinking answer (its reasoning needs it), else ``text``."""
+    """The asked format, else the name's default, else ``message`` for a thinking answer (its reasoning
+    needs it), else ``text``."""
     if options.result_format is not None:
         return options.result_format
+    if job.policy.result_format is not None:
+        return job.policy.result_format
     return "message" if job.is_thinking else "text"
+
+
+def is_incremental(options: NativeOptions, job: Job) -> bool:
+    """``incremental_output`` as asked, else the name's default, else cumulative."""
+    if options.incremental is not None:
+        return options.incremental
+    return bool(job.policy.incremental_output)
 
 
 def _content(text: str, multimodal: bool) -> Any:
@@ -97,6 +107,7 @@ class NativeStream:
         self._job = job
         self._options = options
         self._text = result_format(options, job) == "text"
+        self._incremental = is_incremental(options, job)
         self._choices: dict[int, _Choice] = {}
         self._id = 0
         self._pieces = 0  # output pieces sent so far: the running output_tokens until the engine's count
@@ -153,7 +164,7 @@ class NativeStream:
 
     def _frame(self, index: int, delta: dict[str, Any], finish: str) -> bytes:
         state = self._choice(index)
-        if self._options.incremental:
+        if self._incremental:
             fields = {"content": "", **delta}
         else:
             fields = {"content": state.content}

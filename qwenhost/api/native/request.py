@@ -28,7 +28,7 @@ _ROUTE_KEYS = frozenset({"result_format", "incremental_output", "stream", "strea
 class NativeOptions:
     """How to render the answer: ``result_format`` None means "the model's default" (decided at render)."""
 
-    incremental: bool
+    incremental: bool | None  # None: the requested name's default (aliases.py), else cumulative
     result_format: str | None
     multimodal: bool
     ignored: tuple[str, ...] = ()  # parameters and headers with no effect here (x-qwenhost-ignored)
@@ -89,7 +89,9 @@ def _options(params: Mapping[str, Any], multimodal: bool) -> NativeOptions:
     fmt = params.get("result_format")
     if fmt is not None and fmt not in RESULT_FORMATS:
         raise InvalidParameter("result_format must be 'text' or 'message'")
-    incremental = read_bool(params, "incremental_output")
+    incremental = params.get("incremental_output")
+    if incremental is not None:
+        incremental = read_bool(params, "incremental_output")
     if multimodal:
         fmt = "message"  # the multimodal endpoint always answers in message format (spec §7.5)
     return NativeOptions(incremental=incremental, result_format=fmt, multimodal=multimodal)
