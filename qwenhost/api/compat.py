@@ -49,7 +49,8 @@ class CompatDialect:
         headers = read_headers(request)
         wire = read_chat(body)
         chat = replace(wire.request, resolve_oss=headers.resolve_oss)
-        return chat, CompatOptions(wire.include_usage, wire.ignored + headers.inert)
+        sse = ("X-DashScope-SSE",) if "x-dashscope-sse" in request.headers else ()  # `stream` decides here
+        return chat, CompatOptions(wire.include_usage, wire.ignored + headers.inert + sse)
 
     def wants_stream(self, body: Any, request: Request) -> bool:
         return isinstance(body, dict) and body.get("stream") is True

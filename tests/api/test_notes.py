@@ -15,9 +15,12 @@ NATIVE_URL = "/api/v1/services/aigc/text-generation/generation"
 def test_ignored_fields_and_inert_headers_are_named() -> None:
     client = make_client()
     body = {"model": "qwen-plus", "messages": USER, "user": "u1", "store": True, "stream_options": {"x": 1}}
-    answer = client.post(URL, json=body, headers={"X-DashScope-DataInspection": '{"input":"cip"}'})
-    assert answer.status_code == 200
-    assert answer.headers[IGNORED_HEADER] == "store, user, stream_options.x, X-DashScope-DataInspection"
+    headers = {"X-DashScope-DataInspection": '{"input":"cip"}', "X-DashScope-SSE": "enable"}
+    answer = client.post(URL, json=body, headers=headers)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/json")
+    assert answer.headers[IGNORED_HEADER] == (
+        "store, user, stream_options.x, X-DashScope-DataInspection, X-DashScope-SSE"
+    )
     plain = client.post(URL, json={"model": "qwen-plus", "messages": USER})
     assert IGNORED_HEADER not in plain.headers and ADJUSTED_HEADER not in plain.headers
 
