@@ -11,8 +11,8 @@ from qwenhost.api.errors import error_response
 from qwenhost.api.native.errors import PREFIX as NATIVE_PREFIX
 from qwenhost.api.native.errors import native_error_response
 from qwenhost.core import ids
-from qwenhost.core.errors import InternalError, InvalidApiKey
-from qwenhost.ops.auth import KeyStore, bearer_token
+from qwenhost.core.errors import InternalError, InvalidApiKey, ServeError
+from qwenhost.ops.auth import Authenticator, KeyStore, bearer_token
 from qwenhost.ops.lifecycle import Lifecycle
 
 log = logging.getLogger("qwenhost.api")
@@ -75,24 +75,38 @@ class InFlight:
 
 
 class AuthMiddleware:
-    """With keys configured every API path needs ``Authorization: Bearer <key>``; without, any token passes."""
+    """Every API path needs ``Authorization: Bearer <key>`` once any key exists (static or in the store);
+    with none, any token passes. The principal goes into ``scope["state"]``; headers a route leaves in
+    ``state["response_headers"]`` (the rate-limit ones) are added to its answer."""
 
-    def __init__(self, app: ASGIApp, keys: KeyStore) -> None:
+    def __init__(self, app: ASGIApp, keys: KeyStore, authenticator: Authenticator | None = None) -> None:
         self.app = app
-        self.keys = keys
+        self.auth = authenticator or Authenticator(keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or not self.keys.is_enabled:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        token = bearer_token(scope.get("headers", ()))
-        key_id = self.keys.verify(token) if token else None
-        if key_id is None:
-            if scope["path"].startswith(NATIVE_PREFIX + "/"):  # the native protocol's own error body
-                response = native_error_response(InvalidApiKey(), ids.new_request_id())
-            else:
-                response = error_response(InvalidApiKey(), ids.new_request_id())
-            await response(scope, receive, send)
+        try:
+            principal = await self.auth.authenticate(bearer_token(scope.get("headers", ())))
+            if principal is None:
+                raise InvalidApiKey()
+        except ServeError as error:  # a bad key (401), or a store that cannot say (503)
+            native = scope["path"].startswith(NATIVE_PREFIX + "/")  # the native protocol's own error body
+            respond = native_error_response if native else error_response
+            await respond(error, ids.new_request_id())(scope, receive, send)
             return
-        scope.setdefault("state", {})["key_id"] = key_id
-        await self.app(scope, receive, send)
+        state = scope.setdefault("state", {})
+        state["principal"] = principal
+        if principal.source != "open":
+            state["key_id"] = principal.name
+
+        async def send_with_headers(message: Message) -> None:
+            extra = state.get("response_headers")
+            if message["type"] == "http.response.start" and extra:
+                headers = list(message.get("headers", []))
+                headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

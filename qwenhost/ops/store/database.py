@@ -3,6 +3,7 @@ PostgreSQL (psycopg 3), with timeouts on every wait, migrated to the newest sche
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +113,7 @@ def _postgres_engine(url: sa.URL, settings: StoreSettings) -> Engine:
 def migrate(engine: Engine) -> None:
     """Upgrade to the newest revision in one transaction; concurrent starters wait for each other
     (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock held until commit). DDL is transactional on both."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-start INFO lines say nothing to an operator
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:

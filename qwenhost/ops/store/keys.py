@@ -97,7 +97,9 @@ def create_key(engine: Engine, name: str | None = None, **values: Any) -> tuple[
     """A new key: its record and the plain key, which is shown once and never stored."""
     name = name or f"key-{secrets.token_hex(3)}"
     if not NAME.fullmatch(name):
-        raise KeyStoreError(f"a key name is 1-64 letters, digits or . _ @ - (starting with a letter or digit), not {name!r}")
+        raise KeyStoreError(
+            f"a key name is 1-64 letters, digits or . _ @ - (starting with a letter or digit), not {name!r}"
+        )
     row = {"is_admin": False, "models": None, "rpm": None, "tpm": None, **_checked(values)}
     plain = "sk-" + secrets.token_urlsafe(32)
     with engine.begin() as conn:
@@ -116,9 +118,7 @@ def list_keys(engine: Engine) -> list[KeyRecord]:
 def revoke_key(engine: Engine, name: str) -> KeyRecord:
     with engine.begin() as conn:
         _existing(conn, name)
-        conn.execute(
-            keys.update().where(keys.c.name == name, keys.c.revoked_ms.is_(None)).values(revoked_ms=_now_ms())
-        )
+        conn.execute(keys.update().where(keys.c.name == name, keys.c.revoked_ms.is_(None)).values(revoked_ms=_now_ms()))
         return _record(conn.execute(sa.select(keys).where(keys.c.name == name)).one())
 
 

@@ -72,7 +72,14 @@ def add_tokens(conn: Connection, scopes: Sequence[str], tokens: int, now: float)
 
 def _ensure_rows(conn: Connection, scopes: Sequence[str]) -> None:
     rows = [
-        {"scope": s, "minute_start": 0, "minute_requests": 0, "minute_tokens": 0, "second_start": 0, "second_requests": 0}
+        {
+            "scope": s,
+            "minute_start": 0,
+            "minute_requests": 0,
+            "minute_tokens": 0,
+            "second_start": 0,
+            "second_requests": 0,
+        }
         for s in scopes
     ]
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
