@@ -1,6 +1,8 @@
 """A completed request is in the usage ledger even when the server is SIGKILLed right after answering:
 the entry is committed before the answer's last bytes (streaming: before the usage frame and [DONE])."""
 
+# ruff: noqa: F811  (the store fixtures are imported; each test takes them by name)
+
 from __future__ import annotations
 
 import hashlib
@@ -51,7 +53,7 @@ def _complete(root: str, headers: dict[str, str]) -> list[str]:
     return ids
 
 
-def test_sigkill_right_after_completion_loses_nothing(store_url: str, tmp_path: Path) -> None:  # noqa: F811
+def test_sigkill_right_after_completion_loses_nothing(store_url: str, tmp_path: Path) -> None:
     config = f'[store]\nurl = "{store_url}"\n'
     with running_server(tmp_path, ("--context-length", "2048", "--api-key", "sk-team"), config=config) as server:
         ids = _complete(server.root, {"Authorization": "Bearer sk-team"})

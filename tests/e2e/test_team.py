@@ -8,11 +8,13 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
 from qwenhost.cli import main
+from tests.support.postgres import Cluster
 from tests.support.server import RunningServer, running_server
 from tests.support.stores import BACKENDS, new_store_url, pg_cluster  # noqa: F401  (fixture)
 
@@ -176,3 +178,26 @@ def test_usage_endpoint_and_cli(team: Team, capsys: pytest.CaptureFixture[str]) 
     assert main(["usage", "--json", "--db", team.url]) == 0
     assert json.loads(capsys.readouterr().out)["data"] == team.admin_call("GET", "/usage").json()["data"]
     assert team.admin_call("GET", "/usage", params={"since": "tomorrow"}).status_code == 400
+
+
+def test_store_down_refuses_with_503_then_recovers(pg_cluster: Cluster, tmp_path: Path) -> None:  # noqa: F811
+    """A store that cannot answer: requests are refused (503), not served unrecorded; then they resume."""
+    import psycopg
+
+    url = pg_cluster.new_database()
+    database = url.rsplit("/", 1)[1]
+    config = f'[store]\nurl = "{url}"\ntimeout_s = 2\n'
+    with running_server(tmp_path, ("--context-length", "2048"), config=config) as server:
+        team = Team(server, url, admin="")
+        assert team.chat("sk-any").status_code == 200  # no keys anywhere: open
+        admin = f"host=127.0.0.1 port={pg_cluster.port} user=postgres dbname=postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {database} WITH ALLOW_CONNECTIONS false")
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
+            refused = team.chat("sk-any")
+            native = team.chat("sk-any", {"model": "qwen-plus", "input": {"messages": CHAT["messages"]}}, NATIVE)
+            conn.execute(f"ALTER DATABASE {database} WITH ALLOW_CONNECTIONS true")
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["message"] == "The key and usage store is unavailable, please try again later."
+        assert native.status_code == 503 and native.json()["code"] == "ServiceUnavailable"
+        assert team.chat("sk-any").status_code == 200

@@ -1,6 +1,8 @@
 """The store on SQLite and on a real PostgreSQL: keys, rate windows and the ledger behave the same on both,
 and survive a new engine (a restart)."""
 
+# ruff: noqa: F811  (the store fixtures are imported; each test takes them by name)
+
 from __future__ import annotations
 
 import os

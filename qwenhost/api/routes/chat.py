@@ -144,9 +144,16 @@ class ChatRoute:
         self, request: Request, observer: RequestObserver, status: int, usage: Usage | None, error: str | None
     ) -> None:
         """An error answer: the ledger (when there is one) gets it, best effort; then metrics and the access log."""
+        await self._ledger_error(request, observer, status, usage)
+        observer.close(status, usage, error)
+
+    async def _ledger_error(
+        self, request: Request, observer: RequestObserver, status: int, usage: Usage | None
+    ) -> bool:
+        """The ledger entry of an error (a failed write is logged: the answer is an error already); True."""
         if self.team is not None:
             await self.team.record(request, observer, status, usage, durable=False)
-        observer.close(status, usage, error)
+        return True
 
     def _inject_fault(self, request: Request) -> bool:
         """The test seam: honoured only with ``[server] test_faults = true``; otherwise never looked at."""
@@ -214,21 +221,16 @@ class ChatRoute:
             yield renderer.end()
         except ServeError as exc:  # after the stream started: one in-band error frame (spec §3.1, §7.5)
             status, error = exc.status, exc.message
-            if not recorded and self.team is not None:
-                recorded = True
-                await self.team.record(request, observer, status, usage, durable=False)
+            recorded = recorded or await self._ledger_error(request, observer, status, usage)
             yield renderer.error(exc, job.request_id)
         except Exception as exc:
             log.exception("stream %s failed", job.request_id)
             status, error = 500, repr(exc)
-            if not recorded and self.team is not None:
-                recorded = True
-                await self.team.record(request, observer, status, usage, durable=False)
+            recorded = recorded or await self._ledger_error(request, observer, status, usage)
             yield renderer.error(InternalError(), job.request_id)
         except BaseException:  # cancelled: the client left mid-stream (Starlette cancels the body)
             status, error = CLIENT_CLOSED, "client disconnected"
-            if not recorded and self.team is not None:
-                recorded = True
+            if not recorded and self.team is not None:  # this handler is being cancelled: not awaited here
                 self.team.record_later(request, observer, status, usage)
             raise
         finally:  # the engine's work is closed by ClosingStreamingResponse's hook, which always runs
