@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 
@@ -114,6 +112,9 @@ def migrate(engine: Engine) -> None:
     """Upgrade to the newest revision in one transaction; concurrent starters wait for each other
     (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock held until commit). DDL is transactional on both."""
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-start INFO lines say nothing to an operator
+    from alembic import command  # imported here, after the level is set: importing it logs
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
