@@ -32,7 +32,7 @@ DASHSCOPE_ALIASES = DEFAULT_TEXT_ALIASES
 # name to its ggml type and refuses any other.
 KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-TABLES = ("server", "models", "media", "alias_policy", "uploads")
+TABLES = ("server", "models", "media", "alias_policy", "uploads", "store", "limits")
 
 
 class ConfigError(ValueError):
@@ -98,6 +98,45 @@ class ServerConfig:
     test_faults: bool = False  # test-only: honour the x-qwenhost-test-fault header (docs/operations.md)
 
 
+def default_store_path(env: Mapping[str, str] | None = None) -> str:
+    """$XDG_DATA_HOME/qwenhost/qwenhost.db, else ~/.local/share/qwenhost/qwenhost.db."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_DATA_HOME") or str(Path("~/.local/share").expanduser())
+    return str(Path(base) / "qwenhost" / "qwenhost.db")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """[store]: keys, the usage ledger and rate-limit windows (docs/team.md)."""
+
+    enabled: bool = True
+    path: str | None = None  # the SQLite file; None: default_store_path()
+    url: str | None = None  # postgresql://user:pass@host/db instead of the SQLite file
+    timeout_s: float = 5.0  # connect, lock and statement waits; past it the request gets 503
+    max_pending: int = 256  # store calls waiting at once; more get 503
+    metrics_keys: tuple[str, ...] = ()  # key names with their own Prometheus labels (others: "other")
+
+    def resolved_url(self) -> str:
+        return self.url or f"sqlite:///{Path(self.path or default_store_path()).expanduser()}"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLimit:
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """[limits]: per key on each model ([limits.models."<name>"] for one served model, rpm/tpm here for the
+    others); a key's own limits are set on the key. burst_factor: a second may use that many times rpm/60."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    burst_factor: float = 2.0
+    models: tuple[tuple[str, ModelLimit], ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class UploadsConfig:
     """[uploads]: the local object store behind the SDK's upload-policy flow (docs/native-protocol.md)."""
@@ -116,6 +155,8 @@ class Settings:
     media: MediaPolicy = field(default_factory=MediaPolicy)
     alias_policy: tuple[tuple[str, AliasPolicy], ...] = ()  # [alias_policy."<name>"] over the built-in rows
     uploads: UploadsConfig = field(default_factory=UploadsConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
@@ -187,6 +228,40 @@ def _uploads(raw: Any, source: _Source) -> UploadsConfig:
     if config.directory is not None and not config.directory.strip():
         raise source.error("[uploads].directory", "must name a directory (leave it out for a temporary one)")
     return config
+
+
+def _store(raw: Any, source: _Source) -> StoreConfig:
+    store = StoreConfig(**source.table(raw, StoreConfig, "[store]"))
+    if store.url is not None and not store.url.startswith(("postgresql://", "postgresql+psycopg://", "sqlite:///")):
+        raise source.error("[store].url", "must start with postgresql:// (or sqlite:///); set path for a SQLite file")
+    if store.timeout_s <= 0:
+        raise source.error("[store].timeout_s", "must be more than 0")
+    if store.max_pending < 1:
+        raise source.error("[store].max_pending", "must be at least 1")
+    return store
+
+
+def _limit_values(values: Mapping[str, Any], where: str, source: _Source) -> None:
+    for key in ("rpm", "tpm"):
+        if values.get(key) is not None and values[key] < 1:
+            raise source.error(f"{where}.{key}", "must be at least 1 (leave it out for no limit)")
+
+
+def _limits(raw: Any, source: _Source) -> LimitsConfig:
+    values = source.table(raw, LimitsConfig, "[limits]", nested=("models",))
+    _limit_values(values, "[limits]", source)
+    if values.get("burst_factor", 1.0) <= 0:
+        raise source.error("[limits].burst_factor", "must be more than 0")
+    models = raw.get("models", {})
+    if not isinstance(models, Mapping):
+        raise source.error("[limits.models]", 'must be a table of tables ([limits.models."qwen-plus"])')
+    out = []
+    for name, table in models.items():
+        where = f"[limits.models.{name!r}]"
+        limit = source.table(table, ModelLimit, where)
+        _limit_values(limit, where, source)
+        out.append((name, ModelLimit(**limit)))
+    return LimitsConfig(**values, models=tuple(out))
 
 
 def embedded_model_path() -> str:
@@ -350,7 +425,16 @@ def load_settings(
     media = _media(raw.get("media", {}), allow_private_urls, source)
     policy = _alias_policy(raw.get("alias_policy", {}), source)
     uploads = _uploads(raw.get("uploads", {}), source)
-    return Settings(server=server, models=tuple(models), media=media, alias_policy=policy, uploads=uploads)
+    store, limits = _store(raw.get("store", {}), source), _limits(raw.get("limits", {}), source)
+    return Settings(
+        server=server,
+        models=tuple(models),
+        media=media,
+        alias_policy=policy,
+        uploads=uploads,
+        store=store,
+        limits=limits,
+    )
 
 
 def _models(raw: list[Any], source: _Source, model_path: str | None, overrides: dict[str, Any]) -> list[ModelConfig]:

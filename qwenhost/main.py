@@ -8,20 +8,30 @@ import os
 import time
 from pathlib import Path
 
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 
 from qwenhost.api.app import create_app
 from qwenhost.api.options import EdgeOptions
+from qwenhost.api.routes.admin import AdminRoutes
+from qwenhost.api.team import TeamHook, TeamServices
 from qwenhost.config import ConfigError, ModelConfig, ServerConfig, Settings, UploadsConfig, embedded_model_path
+from qwenhost.core.errors import ServeError
 from qwenhost.engine.llamacpp.backend import EngineConfig, LlamaCppBackend
 from qwenhost.engine.llamacpp.cpu_probe import extra_buffers_work
 from qwenhost.engine.llamacpp.runner import RunnerConfig
 from qwenhost.engine.llamacpp.scheduler import SchedulerConfig
 from qwenhost.engine.protocol import Backend
 from qwenhost.formats.registry import detect_format, get_format
-from qwenhost.ops.auth import KeyStore
+from qwenhost.ops.accounting import Accounting, KeyCounters
+from qwenhost.ops.auth import Authenticator, KeyStore
 from qwenhost.ops.lifecycle import Lifecycle, drain
+from qwenhost.ops.limits import Limit, LimitPolicy
 from qwenhost.ops.metrics import Metrics
+from qwenhost.ops.store.database import StoreError, StoreSettings, open_engine
+from qwenhost.ops.store.keys import has_active_keys
+from qwenhost.ops.store.runner import AsyncStore
 from qwenhost.ops.uploads import ObjectStore
 from qwenhost.service.chat import ChatService
 from qwenhost.service.media import MediaPipeline
@@ -138,12 +148,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_exposure(settings: Settings) -> None:
-    if not is_loopback(settings.server.host) and not settings.server.api_key_hashes:
+def check_exposure(settings: Settings, store: Engine | None = None) -> None:
+    has_keys = bool(settings.server.api_key_hashes) or (store is not None and has_active_keys(store))
+    if not is_loopback(settings.server.host) and not has_keys:
         raise ConfigError(
             f"refusing to listen on {settings.server.host} without API keys: anyone on the network could use "
-            "the server. Pass --api-key KEY (or QWENHOST_API_KEYS=k1,k2, or api_keys_file in the config), "
-            "or bind 127.0.0.1."
+            "the server. Create one with `qwenhost keys create`, pass --api-key KEY (or QWENHOST_API_KEYS=k1,k2, "
+            "or api_keys_file in the config), or bind 127.0.0.1."
         )
 
 
@@ -164,7 +175,43 @@ def open_uploads(config: UploadsConfig) -> ObjectStore | None:
     return store
 
 
-def build_app(settings: Settings, registry: ModelRegistry, lifecycle: Lifecycle | None = None) -> Starlette:
+def open_store(settings: Settings) -> Engine | None:
+    """The store's engine, migrated (None with [store] enabled = false); a store that cannot open stops the start."""
+    if not settings.store.enabled:
+        return None
+    try:
+        return open_engine(StoreSettings(settings.store.resolved_url(), settings.store.timeout_s))
+    except (StoreError, SQLAlchemyError) as exc:
+        raise ConfigError(f"cannot open the store ([store] in the config): {exc}") from exc
+
+
+def limit_policy(settings: Settings, registry: ModelRegistry) -> LimitPolicy:
+    """[limits] with each [limits.models."<name>"] keyed by the served model its name resolves to."""
+    config = settings.limits
+    models: dict[str, Limit] = {}
+    for name, limit in config.models:
+        try:
+            served = registry.resolve(name).name
+        except ServeError:
+            raise ConfigError(f'[limits.models."{name}"]: no served model answers {name!r}') from None
+        if served in models:
+            raise ConfigError(f'[limits.models."{name}"]: {served} already has limits under another of its names')
+        models[served] = Limit(limit.rpm, limit.tpm)
+    return LimitPolicy(Limit(config.rpm, config.tpm), models, config.burst_factor)
+
+
+def team_services(
+    settings: Settings, registry: ModelRegistry, engine: Engine, keys: KeyStore, metrics: Metrics
+) -> TeamServices:
+    store = AsyncStore(engine, timeout_s=settings.store.timeout_s, max_pending=settings.store.max_pending)
+    counters = KeyCounters(metrics.registry, settings.store.metrics_keys)
+    accounting = Accounting(store, limit_policy(settings, registry), counters)
+    return TeamServices(Authenticator(keys, store), TeamHook(accounting, registry), AdminRoutes(store, keys.names))
+
+
+def build_app(
+    settings: Settings, registry: ModelRegistry, lifecycle: Lifecycle | None = None, store: Engine | None = None
+) -> Starlette:
     uploads = open_uploads(settings.uploads)
     service = ChatService(
         registry,
@@ -176,7 +223,9 @@ def build_app(settings: Settings, registry: ModelRegistry, lifecycle: Lifecycle 
     names = {name: model.name for name, model in registry.names()}
     metrics = Metrics(lambda: [(m.name, m.backend.stats()) for m in registry], names)
     options = EdgeOptions(max_body_bytes=settings.server.max_body_bytes, test_faults=settings.server.test_faults)
-    return create_app(service, KeyStore(settings.server.api_key_hashes), metrics, options, lifecycle, uploads)
+    keys = KeyStore(settings.server.api_key_hashes)
+    team = team_services(settings, registry, store, keys, metrics) if store is not None else None
+    return create_app(service, keys, metrics, options, lifecycle, uploads, team)
 
 
 def configure_logging(server: ServerConfig) -> None:
@@ -191,11 +240,12 @@ def serve(settings: Settings) -> None:
 
     from qwenhost.ops.server import GracefulServer
 
-    check_exposure(settings)
     configure_logging(settings.server)
+    store = open_store(settings)
+    check_exposure(settings, store)
     registry = load_models(settings)
     lifecycle = Lifecycle()
-    app = build_app(settings, registry, lifecycle)
+    app = build_app(settings, registry, lifecycle, store)
     host, port = settings.server.host, settings.server.port
     shown = f"[{host}]" if ":" in host else host
     for model in registry:
@@ -209,6 +259,8 @@ def serve(settings: Settings) -> None:
             "split" if model.config.is_kv_split else "unified",
             aliases,
         )
+    if store is not None:
+        log.info("store: %s", store.url.render_as_string(hide_password=True))
     log.info("qwenhost listening on http://%s:%d/compatible-mode/v1 (also /v1)", shown, port)
     uvicorn_level = max(logging.WARNING, logging.getLevelName(settings.server.log_level.upper()))
     config = uvicorn.Config(
@@ -226,3 +278,5 @@ def serve(settings: Settings) -> None:
     finally:
         for model in registry:
             model.backend.close()
+        if store is not None:
+            store.dispose()

@@ -23,6 +23,7 @@ from qwenhost.api.native.uploads import POLICY_PATH, SINK_PATH, UploadRoutes
 from qwenhost.api.options import EdgeOptions
 from qwenhost.api.routes.chat import ChatRoute
 from qwenhost.api.routes.models import HealthRoute, ModelsRoute
+from qwenhost.api.team import TeamServices
 from qwenhost.core import ids
 from qwenhost.core.errors import ServeError
 from qwenhost.ops.auth import KeyStore
@@ -62,14 +63,16 @@ def create_app(
     options: EdgeOptions | None = None,
     lifecycle: Lifecycle | None = None,
     uploads: ObjectStore | None = None,
+    team: TeamServices | None = None,
 ) -> Starlette:
     options = options or EdgeOptions()
     lifecycle = lifecycle or Lifecycle()
-    chat = ChatRoute(service, metrics, options, lifecycle, CompatDialect())
+    hook = team.hook if team is not None else None
+    chat = ChatRoute(service, metrics, options, lifecycle, CompatDialect(), team=hook)
     models = ModelsRoute(service.registry)
     routes = [Route("/health", HealthRoute(service.registry, lifecycle).handle, methods=["GET"])]
     for path, multimodal in ((TEXT_PATH, False), (MULTIMODAL_PATH, True)):
-        native = ChatRoute(service, metrics, options, lifecycle, NativeDialect(multimodal=multimodal))
+        native = ChatRoute(service, metrics, options, lifecycle, NativeDialect(multimodal=multimodal), hook)
         routes.append(Route(NATIVE_PREFIX + path, native.handle, methods=["POST"]))
     if uploads is not None:  # the SDK's upload-policy flow for local files ([uploads] enabled)
         upload_routes = UploadRoutes(uploads, service.registry)
@@ -81,6 +84,8 @@ def create_app(
             Route(f"{prefix}/models", models.list, methods=["GET"]),
             Route(f"{prefix}/models/{{model:path}}", models.get, methods=["GET"]),
         ]
+    if team is not None:
+        routes += team.admin.routes()
     if metrics is not None:
 
         async def metrics_endpoint(request: Request) -> Response:
@@ -103,7 +108,7 @@ def create_app(
         middleware=[
             Middleware(ErrorGuard),
             Middleware(InFlight, lifecycle=lifecycle),
-            Middleware(AuthMiddleware, keys=keys),
+            Middleware(AuthMiddleware, keys=keys, authenticator=team.authenticator if team else None),
         ],
         exception_handlers={HTTPException: _http_error},
     )

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import logging
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from qwenhost.api.body import parse_json, read_body
 from qwenhost.api.errors import error_response
 from qwenhost.api.native.errors import PREFIX as NATIVE_PREFIX
 from qwenhost.api.native.errors import native_error_response
 from qwenhost.core import ids
-from qwenhost.core.errors import InternalError, InvalidApiKey
-from qwenhost.ops.auth import KeyStore, bearer_token
+from qwenhost.core.errors import InternalError, InvalidApiKey, ServeError
+from qwenhost.ops.auth import Authenticator, KeyStore, bearer_token
 from qwenhost.ops.lifecycle import Lifecycle
 
 log = logging.getLogger("qwenhost.api")
@@ -20,6 +23,7 @@ log = logging.getLogger("qwenhost.api")
 OPEN_PATHS = frozenset({"/health", "/metrics", "/"})
 # Authorised by the signed upload policy in the form instead of a key (the SDK sends none; api/native/uploads.py).
 SIGNED_PATHS = frozenset({"/oss-upload"})
+AUTH_PEEK_BYTES = 1024 * 1024  # what a refused chat request's body is read for: only its "stream" flag
 
 
 class ErrorGuard:
@@ -76,28 +80,60 @@ class InFlight:
             self.lifecycle.leave()
 
 
-class AuthMiddleware:
-    """With keys configured every API path needs ``Authorization: Bearer <key>``; without, any token passes."""
+async def _refusal(error: ServeError, scope: Scope, receive: Receive) -> Response:
+    """The native protocol's own body under /api/v1; in compatible mode a streaming request's refusal is
+    SSE-formatted, as DashScope answers every error before a stream's first byte (spec §3.1)."""
+    if scope["path"].startswith(NATIVE_PREFIX + "/"):
+        return native_error_response(error, ids.new_request_id())
+    return error_response(error, ids.new_request_id(), is_sse=await _asks_for_stream(scope, receive))
 
-    def __init__(self, app: ASGIApp, keys: KeyStore) -> None:
+
+async def _asks_for_stream(scope: Scope, receive: Receive) -> bool:
+    """Whether an unauthenticated chat request says ``"stream": true``: its body is read only up to
+    AUTH_PEEK_BYTES (a larger one is answered in JSON), so a client without a key costs little."""
+    if scope["method"] != "POST" or not scope["path"].endswith("/chat/completions"):
+        return False
+    try:
+        body = parse_json(await read_body(Request(scope, receive), AUTH_PEEK_BYTES))
+    except ServeError:
+        return False
+    return isinstance(body, dict) and body.get("stream") is True
+
+
+class AuthMiddleware:
+    """Every API path needs ``Authorization: Bearer <key>`` once any key exists (static or in the store);
+    with none, any token passes. The principal goes into ``scope["state"]``; headers a route leaves in
+    ``state["response_headers"]`` (the rate-limit ones) are added to its answer."""
+
+    def __init__(self, app: ASGIApp, keys: KeyStore, authenticator: Authenticator | None = None) -> None:
         self.app = app
-        self.keys = keys
+        self.auth = authenticator or Authenticator(keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or not self.keys.is_enabled:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         if scope["path"] in SIGNED_PATHS:
             await self.app(scope, receive, send)
             return
-        token = bearer_token(scope.get("headers", ()))
-        key_id = self.keys.verify(token) if token else None
-        if key_id is None:
-            if scope["path"].startswith(NATIVE_PREFIX + "/"):  # the native protocol's own error body
-                response = native_error_response(InvalidApiKey(), ids.new_request_id())
-            else:
-                response = error_response(InvalidApiKey(), ids.new_request_id())
-            await response(scope, receive, send)
+        try:
+            principal = await self.auth.authenticate(bearer_token(scope.get("headers", ())))
+            if principal is None:
+                raise InvalidApiKey()
+        except ServeError as error:  # a bad key (401), or a store that cannot say (503)
+            await (await _refusal(error, scope, receive))(scope, receive, send)
             return
-        scope.setdefault("state", {})["key_id"] = key_id
-        await self.app(scope, receive, send)
+        state = scope.setdefault("state", {})
+        state["principal"] = principal
+        if principal.source != "open":
+            state["key_id"] = principal.name
+
+        async def send_with_headers(message: Message) -> None:
+            extra = state.get("response_headers")
+            if message["type"] == "http.response.start" and extra:
+                headers = list(message.get("headers", []))
+                headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

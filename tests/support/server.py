@@ -65,7 +65,9 @@ def running_server(
         cfg = tmp_dir / f"config-{port}.toml"
         cfg.write_text(config, "utf-8")
         cmd += ["--config", str(cfg)]
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    # Each server keeps its own store (keys, ledger) unless the test says otherwise: none shares another's.
+    data_home = str(tmp_dir / f"data-{port}")
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_DATA_HOME": data_home, **(env or {})}
     with log_path.open("wb") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
     server = RunningServer(port, process, log_path)

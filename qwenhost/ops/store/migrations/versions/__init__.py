@@ -1,0 +1,1 @@
+"""One module per schema revision (alembic reads them by file; this package makes them ship)."""
