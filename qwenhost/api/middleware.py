@@ -10,6 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from qwenhost.api.errors import error_response
 from qwenhost.api.native.errors import PREFIX as NATIVE_PREFIX
 from qwenhost.api.native.errors import native_error_response
+from qwenhost.api.routes.web import ASSET_PATHS
 from qwenhost.core import ids
 from qwenhost.core.errors import InternalError, InvalidApiKey
 from qwenhost.ops.auth import KeyStore, bearer_token
@@ -17,7 +18,7 @@ from qwenhost.ops.lifecycle import Lifecycle
 
 log = logging.getLogger("qwenhost.api")
 
-OPEN_PATHS = frozenset({"/health", "/metrics", "/"})
+OPEN_PATHS = frozenset({"/health", "/metrics", "/"}) | ASSET_PATHS  # the page's files: the key is typed in it
 
 
 class ErrorGuard:
