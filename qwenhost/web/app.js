@@ -142,6 +142,7 @@ function buildBody(newMessages) {
   if (schema) body.response_format = { type: "json_schema", json_schema: { name: "answer", schema, strict: true } };
   const tools = optionalJson($("tools"), "The tools", isArray);
   if (tools) body.tools = tools;
+  if (tools && $("tool-choice").value !== "auto") body.tool_choice = $("tool-choice").value;
   return body;
 }
 
@@ -406,7 +407,9 @@ function pyLiteral(value, indent = "") {
   return `${open}\n${items.map((i) => inner + i).join(",\n")},\n${indent}${close}`;
 }
 
-const SDK_PARAMS = new Set(["model", "messages", "stream", "stream_options", "max_tokens", "response_format", "tools"]);
+const SDK_PARAMS = new Set([
+  "model", "messages", "stream", "stream_options", "max_tokens", "response_format", "tools", "tool_choice",
+]);
 
 function pythonSnippet(body) {
   const args = Object.entries(body).filter(([k]) => SDK_PARAMS.has(k));

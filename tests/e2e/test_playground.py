@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
+from tests.fixtures.tiny_vlm import build_all
 from tests.support.server import RunningServer, running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -199,3 +201,51 @@ def test_thinking_shows_apart_and_switches_and_errors_read_well(
     assert message.startswith("400 invalid_parameter_error: Json mode response is not supported when enable_thinking")
     assert send_and_fail.get_attribute("role") == "alert"
     assert [e for e in tab.errors if "status of 400" not in e] == []  # the browser's own line for the 400
+
+
+@pytest.fixture(scope="module")
+def vision_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The tiny random-weight Qwen2.5-VL (tests/fixtures/tiny_vlm.py): the real image path, gibberish answers."""
+    tmp = tmp_path_factory.mktemp("playground-vl")
+    text, mmproj = build_all(tmp / "fixtures")["qwen25vl"]
+    config = f'[[models]]\nname = "vl"\npath = "{text}"\nmmproj = "{mmproj}"\nparallel = 1\ncontext_length = 2048\n'
+    with running_server(tmp, config=config) as srv:
+        yield srv
+
+
+def test_an_image_is_attached_on_a_vision_model(vision_server: RunningServer, tab: Tab, tmp_path: Path) -> None:
+    image = tmp_path / "square.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(image)
+    page = open_page(tab, vision_server, "vl")
+    assert page.is_enabled("#image") and "reads images" in page.inner_text("#model-info")
+    page.set_input_files("#image", str(image))
+    page.fill("#max-tokens", "4")
+    send(page, "What colour is it?")
+    assert (page.get_attribute(".turn.user img", "src") or "").startswith("data:image/png;base64,")
+    assert re.search(r"prompt \d+ \(cached \d+\) \(image \d+\)", page.inner_text(".turn.assistant .usage"))
+    assert page.input_value("#image") == ""  # the image went with that message only
+    assert tab.errors == []
+
+
+TOOLS = '[{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}]'
+
+
+def test_a_tool_call_is_shown_and_its_result_sent_back(tiny_server: RunningServer, tab: Tab) -> None:
+    page = open_page(tab, tiny_server, "tiny-qwen3")
+    page.uncheck("#thinking")  # tool_choice "required" is refused in thinking mode (spec §4.4)
+    page.fill("#max-tokens", "120")
+    page.click("#settings details > summary")
+    page.fill("#tools", TOOLS)
+    page.select_option("#tool-choice", "required")
+    send(page, "What time is it?")
+    assert page.inner_text(".turn.assistant .tool-calls").startswith("get_time({")
+    assert page.inner_text("#prompt-label") == "Tool result for get_time"
+
+    page.select_option("#tool-choice", "auto")
+    send(page, "12:00")
+    assert page.inner_text(".turn.user >> nth=1").startswith("Tool result")
+    page.click("#copy-python")
+    code = page.input_value("#snippet")
+    assert '"role": "tool"' in code and '"tool_call_id": "call_' in code and '"tool_calls": [' in code
+    assert page.inner_text("#prompt-label") == "Message"
+    assert tab.errors == []
