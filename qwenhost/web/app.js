@@ -8,7 +8,8 @@ const MAX_IMAGE_BYTES = 10 * 1024 * 1024; // DashScope's (and qwenhost's) image 
 const MAX_EVENT_CHARS = 4 * 1024 * 1024; // one SSE event larger than this is a broken stream
 
 const $ = (id) => document.getElementById(id);
-const state = { models: new Map(), history: [], pendingToolCalls: [], lastBody: null, controller: null };
+// epoch: bumped by "New chat", so an answer still streaming then is not added to the new conversation
+const state = { models: new Map(), history: [], pendingToolCalls: [], lastBody: null, controller: null, epoch: 0 };
 
 class InputError extends Error {
   constructor(message, input) {
@@ -299,6 +300,7 @@ async function send() {
   prompt.value = "";
   $("image").value = "";
   const turn = new AssistantTurn(body.model);
+  const epoch = state.epoch;
   state.controller = new AbortController();
   setBusy(true);
   let note = "";
@@ -311,7 +313,7 @@ async function send() {
   setBusy(false);
   turn.finish(note);
   const failed = turn.item.querySelector(".error") !== null;
-  if (!failed) {
+  if (!failed && epoch === state.epoch) {
     state.history.push(...messages, turn.message());
     setPendingToolCalls(turn.toolCalls.filter(Boolean));
   }
@@ -325,6 +327,7 @@ function setPendingToolCalls(calls) {
 }
 
 function clearChat() {
+  state.epoch += 1;
   state.controller?.abort();
   state.history = [];
   setPendingToolCalls([]);
@@ -467,7 +470,9 @@ function wire() {
   $("prompt").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
-      $("composer").requestSubmit();
+      if (!$("send").disabled) $("composer").requestSubmit();
+    } else if (event.key === "Escape") {
+      state.controller?.abort(); // stops the answer being streamed, if any
     }
   });
   $("stop").addEventListener("click", () => state.controller?.abort());
