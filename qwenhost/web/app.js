@@ -57,6 +57,7 @@ function describeError(status, text) {
 async function fetchModels() {
   const response = await fetch(`${API}/models`, { headers: authHeaders() });
   const text = await response.text();
+  if (response.status === 401 && !$("api-key").value.trim()) throw new Error("this server needs an API key: type it above.");
   if (!response.ok) throw new Error(describeError(response.status, text));
   return JSON.parse(text).data;
 }

@@ -249,3 +249,23 @@ def test_a_tool_call_is_shown_and_its_result_sent_back(tiny_server: RunningServe
     assert '"role": "tool"' in code and '"tool_call_id": "call_' in code and '"tool_calls": [' in code
     assert page.inner_text("#prompt-label") == "Message"
     assert tab.errors == []
+
+
+def test_the_key_is_typed_in_the_page_and_kept_in_the_tab(tiny_qwen3_gguf: Path, tmp_path: Path, tab: Tab) -> None:
+    config = f'[[models]]\nname = "tiny-qwen3"\npath = "{tiny_qwen3_gguf}"\nparallel = 1\ncontext_length = 512\n'
+    with running_server(tmp_path, args=("--api-key", "sk-team"), config=config) as keyed:
+        page = tab.page
+        page.goto(f"{keyed.root}/")  # the page itself needs no key
+        page.get_by_text("this server needs an API key").wait_for()
+        page.fill("#api-key", "sk-team")
+        page.press("#api-key", "Enter")
+        page.wait_for_selector('#model option[value="tiny-qwen3"]', state="attached")
+        assert page.evaluate("sessionStorage.getItem('qwenhost.apiKey')") == "sk-team"
+        assert page.evaluate("localStorage.getItem('qwenhost.apiKey')") is None  # not remembered unless asked
+        page.fill("#max-tokens", "4")
+        page.uncheck("#thinking")
+        send(page, "hi")
+        assert page.locator(".turn.assistant .error").count() == 0
+        page.click("#copy-curl")
+        assert "sk-team" not in page.input_value("#snippet")  # the code reads $DASHSCOPE_API_KEY instead
+    assert [e for e in tab.errors if "status of 401" not in e] == []  # the browser's own line for the first 401
