@@ -80,7 +80,7 @@ def pieces_within(chat: Chat, start: str, end: str) -> int:
 
 
 def test_a_clean_streamed_conversation_with_usage_errors_and_commands(server: RunningServer) -> None:
-    chat = Chat(server.base_url, "--model", "qwen-plus", "--max-tokens", "40")
+    chat = Chat(server.base_url, "--model", "qwen-plus", "--max-tokens", "24")
     chat.type("/usage", "Count from 1 to 30, separated by commas.")
     chat.wait_for("[usage]")
     assert pieces_within(chat, "usage line: on\n", "[usage]") >= 3, "the answer did not stream:\n" + chat.out
@@ -100,7 +100,7 @@ def test_a_clean_streamed_conversation_with_usage_errors_and_commands(server: Ru
     usage = re.findall(r"^\[usage\] prompt (\d+) \(cached \d+\) · completion (\d+) · TTFT [\d.]+ s", out, re.M)
     assert len(usage) == 2
     assert int(usage[1][0]) > int(usage[0][0])  # the second turn carries the first in its history
-    assert 0 < int(usage[0][1]) <= 40
+    assert 0 < int(usage[0][1]) <= 24
 
 
 @pytest.fixture(scope="module")
