@@ -136,7 +136,7 @@ def test_a_prompt_streams_an_answer_with_usage_and_the_code_runs(
     page = open_page(tab, server, "qwen-plus")
     assert "no thinking" in page.inner_text("#model-info")
     assert page.is_disabled("#thinking") and page.is_disabled("#image")
-    page.fill("#max-tokens", "24")
+    page.fill("#max-tokens", "12")
     count_answer_updates(page)
     send(page, "Count from 1 to 30, separated by commas.")
 
