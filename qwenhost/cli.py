@@ -249,7 +249,15 @@ def _store_engine(args: argparse.Namespace) -> Any:
 def cmd_chat(args: argparse.Namespace) -> int:
     from qwenhost.ops.chat_client import chat_repl
 
-    return chat_repl(args.base_url, args.model, args.api_key, system=args.system)
+    return chat_repl(
+        args.base_url,
+        args.model,
+        args.api_key,
+        system=args.system,
+        max_tokens=args.max_tokens,
+        history_path=Path(args.history).expanduser() if args.history else None,
+        library_logs=args.log_level == "debug",  # httpx's request lines only when debugging
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -331,11 +339,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keys(sub)
     _add_usage(sub)
 
-    p = sub.add_parser("chat", help="chat with a running server in the terminal")
+    p = sub.add_parser(
+        "chat",
+        help="chat with a running server in the terminal",
+        description="A REPL over any compatible-mode server; type /help in it for the commands.",
+    )
     p.add_argument("--base-url", default="http://127.0.0.1:8000/compatible-mode/v1")
     p.add_argument("--model", default="qwen-plus")
     p.add_argument("--api-key", default="sk-local")
-    p.add_argument("--system", help="system prompt")
+    p.add_argument("--system", help="system prompt (/system changes it)")
+    p.add_argument("--max-tokens", type=int, help="max_tokens of each answer (default: the server's)")
+    p.add_argument(
+        "--history", default="~/.qwenhost_history", help="readline history file ('' keeps none; default %(default)s)"
+    )
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("bench", help="load-test any OpenAI-compatible server (qwenhost or a peer)")

@@ -23,6 +23,7 @@ from qwenhost.api.native.uploads import POLICY_PATH, SINK_PATH, UploadRoutes
 from qwenhost.api.options import EdgeOptions
 from qwenhost.api.routes.chat import ChatRoute
 from qwenhost.api.routes.models import HealthRoute, ModelsRoute
+from qwenhost.api.routes.web import WebRoute
 from qwenhost.api.team import TeamServices
 from qwenhost.core import ids
 from qwenhost.core.errors import ServeError
@@ -71,6 +72,7 @@ def create_app(
     chat = ChatRoute(service, metrics, options, lifecycle, CompatDialect(), team=hook)
     models = ModelsRoute(service.registry)
     routes = [Route("/health", HealthRoute(service.registry, lifecycle).handle, methods=["GET"])]
+    routes += WebRoute().routes()  # the playground page at / and its files under /web/
     for path, multimodal in ((TEXT_PATH, False), (MULTIMODAL_PATH, True)):
         native = ChatRoute(service, metrics, options, lifecycle, NativeDialect(multimodal=multimodal), hook)
         routes.append(Route(NATIVE_PREFIX + path, native.handle, methods=["POST"]))

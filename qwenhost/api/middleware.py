@@ -13,6 +13,7 @@ from qwenhost.api.body import parse_json, read_body
 from qwenhost.api.errors import error_response
 from qwenhost.api.native.errors import PREFIX as NATIVE_PREFIX
 from qwenhost.api.native.errors import native_error_response
+from qwenhost.api.routes.web import ASSET_PATHS
 from qwenhost.core import ids
 from qwenhost.core.errors import InternalError, InvalidApiKey, ServeError
 from qwenhost.ops.auth import Authenticator, KeyStore, bearer_token
@@ -20,7 +21,7 @@ from qwenhost.ops.lifecycle import Lifecycle
 
 log = logging.getLogger("qwenhost.api")
 
-OPEN_PATHS = frozenset({"/health", "/metrics", "/"})
+OPEN_PATHS = frozenset({"/health", "/metrics", "/"}) | ASSET_PATHS  # the page's files: the key is typed in it
 # Authorised by the signed upload policy in the form instead of a key (the SDK sends none; api/native/uploads.py).
 SIGNED_PATHS = frozenset({"/oss-upload"})
 AUTH_PEEK_BYTES = 1024 * 1024  # what a refused chat request's body is read for: only its "stream" flag
