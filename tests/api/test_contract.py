@@ -171,6 +171,20 @@ def test_auth_with_keys() -> None:
     assert client.get("/health").status_code == 200  # health stays open for probes
 
 
+def test_a_refused_streaming_request_gets_its_401_as_sse() -> None:
+    # Spec §3.1: errors before a stream's first byte come back under their status with an SSE body.
+    client = make_client(keys=("sk-good",))
+    r = client.post(URL, json={"model": "qwen-plus", "messages": USER, "stream": True})
+    assert r.status_code == 401 and r.headers["content-type"].startswith("text/event-stream")
+    assert r.text.startswith("data: ") and r.text.endswith("\n\n")
+    assert json.loads(r.text[6:])["error"]["code"] == "invalid_api_key"
+    big = {"model": "qwen-plus", "messages": [{"role": "user", "content": "x" * 2_000_000}], "stream": True}
+    capped = client.post(URL, json=big)  # read only up to 1 MiB for its stream flag: answered in JSON
+    assert capped.status_code == 401 and capped.headers["content-type"].startswith("application/json")
+    models = client.get("/compatible-mode/v1/models")
+    assert models.status_code == 401 and models.headers["content-type"].startswith("application/json")
+
+
 def test_no_keys_accepts_any_token() -> None:
     r = make_client().post(URL, json={"model": "qwen-plus", "messages": USER}, headers={"Authorization": "Bearer x"})
     assert r.status_code == 200
