@@ -51,6 +51,12 @@ DEFAULT_TEXT_ALIASES = COMMERCIAL_TEXT + COMMERCIAL_THINKING + OPEN_SOURCE_TEXT
 VISION_NAMES = ("qwen-vl-plus", "qwen-vl-max", "qwen3-vl-plus", "qwen3-vl-flash")
 VISION_PATTERN = re.compile(r"qwen3?-vl-[\w.-]+")
 
+# Omni and Qwen-MT names: answered by the default model until a dedicated one is configured (a name in a
+# [[models]] aliases list). It answers in text: audio output and translation_options are refused with
+# DashScope's "This model does not support X." until the speech and translation policies exist.
+DEFAULT_ROUTED_NAMES = ("qwen-omni-turbo", "qwen3-omni-flash", "qwen-mt-plus", "qwen-mt-turbo")
+DEFAULT_ROUTED_PATTERN = re.compile(r"qwen3?-omni-[\w.-]+|qwen-mt-[\w.-]+")
+
 NO_VISION_MODEL = (
     "The model `{}` is a vision model, and no served model reads images. Configure one: a [[models]] entry "
     'with mmproj = "<projector>.gguf" (or --mmproj on the command line) and aliases = ["{}"] if it is not '
@@ -120,10 +126,17 @@ def is_vision_name(name: str) -> bool:
     return VISION_PATTERN.fullmatch(name) is not None
 
 
+def is_default_routed(name: str) -> bool:
+    """A qwen-omni-* / qwen3-omni-* / qwen-mt-* name: answered by the default model when no model lists it."""
+    return DEFAULT_ROUTED_PATTERN.fullmatch(name) is not None
+
+
 def builtin_policy(name: str) -> AliasPolicy:
     """The built-in row for ``name``: a listed name's, a qwen-vl-*/qwen3-vl-* name's, else the model's own."""
     if name in BUILTIN_POLICIES:
         return BUILTIN_POLICIES[name]
     if is_vision_name(name):
         return replace(MODEL_DEFAULTS, route="vision")
+    if is_default_routed(name):
+        return _COMMERCIAL  # DashScope's Omni and MT names answer without thinking by default
     return MODEL_DEFAULTS

@@ -6,7 +6,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 
-from qwenhost.aliases import NO_VISION_MODEL, VISION_NAMES, AliasPolicy, builtin_policy
+from qwenhost.aliases import (
+    DEFAULT_ROUTED_NAMES,
+    NO_VISION_MODEL,
+    VISION_NAMES,
+    AliasPolicy,
+    builtin_policy,
+    is_default_routed,
+)
 from qwenhost.config import ModelConfig
 from qwenhost.core.errors import ModelNotFound
 from qwenhost.core.types import SamplingParams
@@ -190,7 +197,7 @@ class ModelRegistry:
             if self._vision is None:
                 raise ModelNotFound(name, NO_VISION_MODEL.format(name, name))
             return self._vision
-        if name in self._policies and self._models:
+        if (name in self._policies or is_default_routed(name)) and self._models:
             return self._models[0]
         raise ModelNotFound(name)
 
@@ -200,7 +207,7 @@ class ModelRegistry:
         spec = self._specs.get(name)
         if spec is None:
             spec = model.spec.with_policy(self.policy(name))
-            if name in self._by_name or name in self._policies or name in VISION_NAMES:
+            if name in self._by_name or name in self._policies or name in (*VISION_NAMES, *DEFAULT_ROUTED_NAMES):
                 self._specs[name] = spec  # any qwen-vl-* name resolves: only the known ones are kept
         return model, spec
 
@@ -210,7 +217,7 @@ class ModelRegistry:
             yield model.name, model
             for alias in model.config.aliases:
                 yield alias, model
-        for name in dict.fromkeys((*VISION_NAMES, *self._policies)):
+        for name in dict.fromkeys((*VISION_NAMES, *DEFAULT_ROUTED_NAMES, *self._policies)):
             if name in self._by_name:
                 continue
             try:
