@@ -24,11 +24,43 @@ _OPEN_KEYS = ("additionalProperties", "patternProperties", "unevaluatedPropertie
 _UNIMPLEMENTED = re.compile(r"Unimplemented keys: \[(.*?)\]")
 
 
+# An integer the schema leaves unbounded gets at most 18 digits: it fits int64 (what JSON parsers of every
+# language read exactly), and a small model that starts repeating a digit stops within a few tokens instead
+# of filling the context (docs/tools-and-structured-output.md). A schema's own bounds win.
+INTEGER_BOUND = 10**18 - 1
+_BOUND_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+_SUBSCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+_SUBSCHEMAS = ("items", "additionalProperties", "not", "if", "then", "else", "contains")
+
+
 def with_layout(schema: Mapping[str, Any] | bool) -> dict[str, Any]:
-    """The schema with llguidance's layout options attached (``x-guidance`` is read by ``%json``)."""
+    """The schema with llguidance's layout options attached (``x-guidance`` is read by ``%json``) and its
+    unbounded integers bounded."""
     if isinstance(schema, bool):
         schema = {} if schema else {"not": {}}
-    return {**schema, "x-guidance": JSON_LAYOUT}
+    return {**bound_integers(schema), "x-guidance": JSON_LAYOUT}
+
+
+def bound_integers(node: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``node`` whose integer schemas without a lower or upper bound get ±INTEGER_BOUND there."""
+    out = dict(node)
+    kinds = out.get("type")
+    if kinds == "integer" or (isinstance(kinds, list) and "integer" in kinds and "number" not in kinds):
+        if "minimum" not in out and "exclusiveMinimum" not in out:
+            out["minimum"] = -INTEGER_BOUND
+        if "maximum" not in out and "exclusiveMaximum" not in out:
+            out["maximum"] = INTEGER_BOUND
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [bound_integers(v) if isinstance(v, Mapping) else v for v in out[key]]
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(out.get(key), Mapping):
+            out[key] = {k: bound_integers(v) if isinstance(v, Mapping) else v for k, v in out[key].items()}
+    for key in _SUBSCHEMAS:
+        if isinstance(out.get(key), Mapping):
+            out[key] = bound_integers(out[key])
+    return out
 
 
 def tool_arguments_schema(parameters: Mapping[str, Any]) -> dict[str, Any]:

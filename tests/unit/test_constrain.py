@@ -97,6 +97,23 @@ def test_json_object_is_one_line_object(real: RealVocab) -> None:
     assert not accepts(real, grammar, '{"a": 1} trailing')
 
 
+def test_unbounded_integers_get_at_most_18_digits(real: RealVocab, byte: ByteVocab) -> None:
+    # pydantic-ai's final_result tool made the embedded model write a 7,900-digit integer until the context
+    # was full: an integer the schema leaves unbounded now fits int64, in answers and in tool arguments.
+    schema = {"type": "object", "properties": {"population": {"type": "integer"}}, "required": ["population"]}
+    grammar = json_grammar(schema)
+    assert accepts(real, grammar, '{"population": ' + "9" * 18 + "}")
+    assert accepts(real, grammar, '{"population": -' + "9" * 18 + "}")
+    assert not accepts(real, grammar, '{"population": ' + "1" * 19 + "}", then_eos=False)
+    own = json_grammar({"type": "integer", "minimum": 5})  # the schema's own bound wins on its side
+    assert accepts(real, own, "9" * 18) and not accepts(real, own, "4") and not accepts(real, own, "-1", then_eos=False)
+    tool = ToolSpec("final_result", "", schema)
+    plan = ToolPlan(tools=(tool,), choice="required", syntax=syntax_for(byte), is_parallel=False)
+    walked = tools_grammar(plan, None)
+    call = '<tool_call>\n{"name": "final_result", "arguments": {"population": ' + "7" * 19
+    assert not accepts(byte, walked, call, then_eos=False)
+
+
 def test_text_format_needs_no_grammar() -> None:
     assert answer_schema(None) is None
     assert answer_schema(ResponseFormat("text")) is None
