@@ -151,6 +151,6 @@ def run_prompt(s: Scheduler) -> None:
             if bt.owner is not None and bt.owner.is_prompt_computed:
                 for seq in bt.owner.group.seqs:
                     if seq.state is SeqState.PREFILL and seq.is_prompt_computed:
-                        s.on_sampled(seq, 500)
+                        s.on_sampled(seq, [500])
         if all(q.state is not SeqState.PREFILL for q in s.running):
             return

@@ -12,7 +12,7 @@ from qwenhost.engine.llamacpp.decoder import InjectedFault, SequenceDecoder
 from qwenhost.engine.protocol import GenerationRequest, ReasoningBudget, TokenConstraint
 from tests.engine.fakes import FakeSampler
 
-END, A, B, C, CLOSE = 0, 1, 2, 3, 4
+END, A, B, C, CLOSE, X, Y, Z = 0, 1, 2, 3, 4, 5, 6, 7
 PIECES = [b"", b"A", b"B", b"C", b"</think>", b"x", b"y", b"z"]
 
 
@@ -147,3 +147,47 @@ def test_kept_logits_are_sampled_without_being_changed() -> None:
     decoder, _ = make(constraint=OnlyToken(allowed=B))
     assert decoder.next_token(-1, stored).token_id == B
     assert stored[A] == 5.0 and np.isfinite(stored).all()  # the mask went to a copy
+
+
+class ForcesAfter:
+    """After ``trigger`` is consumed, the grammar forces ``run`` (once): a fixed key after a free value."""
+
+    def __init__(self, trigger: int, run: list[int], length: int = 99) -> None:
+        self.trigger, self.run, self.length = trigger, run, length
+        self.consumed: list[int] = []
+
+    def allowed_tokens(self) -> None:
+        return None
+
+    def consume(self, token_id: int) -> None:
+        self.consumed.append(token_id)
+
+    def forced_tokens(self) -> list[int]:
+        if self.consumed and self.consumed[-1] == self.trigger:
+            return list(self.run)
+        return []
+
+    def is_finished(self) -> bool:
+        return len(self.consumed) >= self.length
+
+
+def test_jump_forward_emits_a_forced_run_with_the_sampled_token() -> None:
+    grammar = ForcesAfter(trigger=A, run=[X, Y, Z])
+    decoder, sampler = make(constraint=grammar)
+    outs = decoder.next_tokens(0)
+    assert [o.token_id for o in outs] == [A, X, Y, Z] and [o.piece for o in outs] == [b"A", b"x", b"y", b"z"]
+    assert grammar.consumed == [A, X, Y, Z] and sampler.accepted == [A, X, Y, Z]  # penalties see them
+    assert decoder.num_generated == 4
+
+
+def test_jump_forward_stops_at_a_finish_inside_the_run() -> None:
+    decoder, _ = make(constraint=ForcesAfter(trigger=A, run=[X, Y, Z]), max_new_tokens=3)
+    outs = decoder.next_tokens(0)
+    assert [o.token_id for o in outs] == [A, X, Y] and outs[-1].finish == "length"
+    finished = make(constraint=ForcesAfter(trigger=A, run=[X, Y, Z], length=2))[0].next_tokens(0)
+    assert [o.token_id for o in finished] == [A, X] and finished[-1].finish == "stop"
+
+
+def test_no_jump_forward_while_logprobs_are_asked_for() -> None:
+    decoder, _ = make(constraint=ForcesAfter(trigger=A, run=[X, Y]), top_logprobs=1)
+    assert [o.token_id for o in decoder.next_tokens(0)] == [A]  # each forced token then gets its own row

@@ -32,6 +32,22 @@ def test_prefill_is_chunked_by_the_token_budget() -> None:
     assert plan.tokens[-1].wants_logits and not any(t.wants_logits for t in plan.tokens[:-1])
 
 
+def test_a_jump_forward_run_is_decoded_in_one_batch_with_logits_on_its_last_token() -> None:
+    s = Scheduler(config(batch_tokens=4), Clock())
+    s.submit(request("r", [1, 2]))
+    run_prompt(s)
+    seq = s.groups["r"].seqs[0]
+    s.on_decoded(s.schedule())  # the first sampled token goes in
+    s.on_sampled(seq, [7, 8, 9, 10, 11])  # a sampled token and the four the grammar forced after it
+    plan = s.schedule()
+    assert [t.token for t in plan.tokens] == [7, 8, 9, 10]  # the budget's worth
+    assert not any(t.wants_logits for t in plan.tokens)  # the run is not over: nothing to sample yet
+    s.on_decoded(plan)
+    plan = s.schedule()
+    assert [t.token for t in plan.tokens] == [11] and plan.tokens[0].wants_logits and plan.tokens[0].owner is seq
+    assert [t.pos for t in plan.tokens] == [len(seq.tokens) - 1]
+
+
 def test_n_choices_share_one_prefill() -> None:
     s = Scheduler(config(), Clock())
     s.submit(request("a", [1, 2, 3], n=2))
@@ -145,7 +161,7 @@ def test_a_burst_beyond_the_slots_is_queued_never_refused() -> None:
         s.on_decoded(plan)
         for seq in list(s.running):
             if seq.is_prompt_computed:
-                s.on_sampled(seq, 9)
+                s.on_sampled(seq, [9])
                 s.finish(seq)
                 if seq.group.is_done:
                     finished.append(seq.group.request_id)

@@ -70,6 +70,31 @@ class SequenceDecoder:
         self.num_generated = 0
         self._is_fault_armed = request.inject_fault
 
+    def next_tokens(self, row: int, stored: np.ndarray | None = None) -> list[TokenOut]:
+        """The sampled token, then every token the grammar forces after it (jump-forward): a run of forced
+        tokens (a schema's fixed keys, a tool call's name) leaves in one step and is decoded in one batch.
+        Not while logprobs are asked for (a forced token has no row of its own) or a thought close is due."""
+        outs = [self.next_token(row, stored)]
+        if self.constraint is None or self.top_logprobs is not None:
+            return outs
+        while outs[-1].finish is None and not self.forced:
+            run = self.constraint.forced_tokens()
+            if not run:
+                break
+            for token in run:
+                outs.append(self._emit_forced(token))
+                if outs[-1].finish is not None:
+                    break
+        return outs
+
+    def _emit_forced(self, token: int) -> TokenOut:
+        assert self.constraint is not None
+        self.sampler.accept(token)
+        self.constraint.consume(token)
+        self.num_generated += 1
+        finish, is_end = self._check_finish(token)
+        return TokenOut(self.choice, token, b"" if is_end else self.vocab.pieces[token], finish=finish, is_end=is_end)
+
     def next_token(self, row: int, stored: np.ndarray | None = None) -> TokenOut:
         """Choose the next token from logits row ``row`` of the last decode, or from ``stored``: the
         logits kept for an identical prompt whose KV is reused whole (see KvCache.best_source)."""

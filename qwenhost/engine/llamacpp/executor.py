@@ -261,24 +261,25 @@ class EngineExecutor:
                     # A grammar masks the shared row in place: each follower starts from the raw row.
                     raw = raw if raw is not None else self.runner.logits(row).copy()
                     self.runner.logits(row)[:] = raw
-                out = self._sample_one(seq, row)
+                outs = self._sample_one(seq, row)
             except Exception:
                 self._sampling_failed(seq)
                 return  # the other targets belong to the same request, which has just failed
-            by_request.setdefault(seq.group.request_id, []).append(out)
+            by_request.setdefault(seq.group.request_id, []).extend(outs)
 
     def _sampling_failed(self, seq: Sequence) -> None:
         self._fault([seq.group], f"sampling for request {seq.group.request_id}", is_kv_suspect=False)
 
-    def _sample_one(self, seq: Sequence, row: int, stored: np.ndarray | None = None) -> TokenOut:
-        out = self._decoders[seq].next_token(row, stored)
-        self.scheduler.on_sampled(seq, out.token_id)
-        if out.finish is not None:
+    def _sample_one(self, seq: Sequence, row: int, stored: np.ndarray | None = None) -> list[TokenOut]:
+        """The sampled token and any the grammar forces after it (decoder.py's jump-forward)."""
+        outs = self._decoders[seq].next_tokens(row, stored)
+        self.scheduler.on_sampled(seq, [out.token_id for out in outs])
+        if outs[-1].finish is not None:
             self.scheduler.finish(seq)
             self._free_seq(seq)
             if self.media is not None and seq.group.is_done:
                 self.media.release(seq.group)
-        return out
+        return outs
 
     def _on_prompt_computed(self, lead: Sequence, row: int) -> None:
         self._report_prompt(lead.group)
@@ -293,7 +294,7 @@ class EngineExecutor:
         if stored is None:  # cannot happen while the scheduler and the engine agree; fail loudly
             raise RuntimeError(f"no kept logits for slot {group.seqs[0].slot}")
         self._report_prompt(group)
-        outs = [self._sample_one(seq, -1, stored) for seq in group.seqs if seq.state is SeqState.PREFILL]
+        outs = [out for seq in group.seqs if seq.state is SeqState.PREFILL for out in self._sample_one(seq, -1, stored)]
         self.outbox.append(Delivery(group.request_id, StepOut(tuple(outs))))
 
     def _report_prompt(self, group: Group) -> None:

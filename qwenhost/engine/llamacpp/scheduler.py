@@ -112,8 +112,7 @@ class Scheduler:
         budget = self.config.batch_tokens
         for seq in self.running:
             if seq.state is SeqState.DECODE and budget > 0:
-                plan.tokens.append(self._decode_token(seq, plan))
-                budget -= 1
+                budget -= self._decode_tokens(seq, budget, plan)
         if not self.running:
             self._is_kv_full = False
         while self.waiting and budget > 0 and not self._is_kv_full and self._can_admit(self.waiting[0]):
@@ -127,10 +126,20 @@ class Scheduler:
                 budget -= self._prefill_chunk(seq, budget, plan)
         return plan
 
-    def _decode_token(self, seq: Sequence, plan: StepPlan) -> BatchToken:
-        index = seq.num_computed
-        plan.advances.append((seq, index + 1))
-        return BatchToken(seq.tokens[index], seq.group.pos_at(index), (seq.slot,), True, seq)
+    @staticmethod
+    def _decode_tokens(seq: Sequence, budget: int, plan: StepPlan) -> int:
+        """The sequence's tokens not yet in the KV cache: the last sampled one, and after a grammar's
+        jump-forward the tokens it forced. Logits only for the last; a run longer than the budget is
+        finished next step, and the sequence samples only then."""
+        start, last = seq.num_computed, len(seq.tokens) - 1
+        end = min(len(seq.tokens), start + budget)
+        for index in range(start, end):
+            is_last = index == last
+            plan.tokens.append(
+                BatchToken(seq.tokens[index], seq.group.pos_at(index), (seq.slot,), is_last, seq if is_last else None)
+            )
+        plan.advances.append((seq, end))
+        return end - start
 
     def _prefill_chunk(self, seq: Sequence, budget: int, plan: StepPlan) -> int:
         """Plan the next prompt cells of ``seq`` (and its followers): text first, then at most one media
@@ -217,8 +226,8 @@ class Scheduler:
             if seq.state is not SeqState.FINISHED and seq.num_computed < num_computed:
                 seq.num_computed = num_computed
 
-    def on_sampled(self, seq: Sequence, token: int) -> None:
-        seq.tokens.append(token)
+    def on_sampled(self, seq: Sequence, tokens: list[int]) -> None:
+        seq.tokens.extend(tokens)
         seq.state = SeqState.DECODE
 
     def preempt_one(self) -> Sequence | None:
