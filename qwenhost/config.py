@@ -16,6 +16,7 @@ from qwenhost.aliases import DEFAULT_TEXT_ALIASES, ROUTES, AliasPolicy, builtin_
 from qwenhost.core.types import SamplingOverrides
 from qwenhost.formats.registry import FORMATS
 from qwenhost.media.policy import MediaPolicy
+from qwenhost.tools.search.config import SearchConfig
 
 EMBEDDED = "embedded"
 EMBEDDED_NAME = "smollm2-135m-instruct"
@@ -32,7 +33,7 @@ DASHSCOPE_ALIASES = DEFAULT_TEXT_ALIASES
 # name to its ggml type and refuses any other.
 KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-TABLES = ("server", "models", "media", "alias_policy", "uploads")
+TABLES = ("server", "models", "media", "alias_policy", "uploads", "search")
 
 
 class ConfigError(ValueError):
@@ -116,6 +117,7 @@ class Settings:
     media: MediaPolicy = field(default_factory=MediaPolicy)
     alias_policy: tuple[tuple[str, AliasPolicy], ...] = ()  # [alias_policy."<name>"] over the built-in rows
     uploads: UploadsConfig = field(default_factory=UploadsConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
 
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
@@ -186,6 +188,19 @@ def _uploads(raw: Any, source: _Source) -> UploadsConfig:
         raise source.error("[uploads].expiry_s", "must be more than 0")
     if config.directory is not None and not config.directory.strip():
         raise source.error("[uploads].directory", "must name a directory (leave it out for a temporary one)")
+    return config
+
+
+def _search(raw: Any, env: Mapping[str, str], source: _Source) -> SearchConfig:
+    """The [search] table (docs/search.md); API keys may come from the environment instead of the file."""
+    config = SearchConfig(**source.table(raw, SearchConfig, "[search]"))
+    if config.brave_api_key is None and env.get("QWENHOST_BRAVE_API_KEY"):
+        config = replace(config, brave_api_key=env["QWENHOST_BRAVE_API_KEY"])
+    if config.tavily_api_key is None and env.get("QWENHOST_TAVILY_API_KEY"):
+        config = replace(config, tavily_api_key=env["QWENHOST_TAVILY_API_KEY"])
+    problems = config.problems()
+    if problems:
+        raise source.error("[search]", "; ".join(problems))
     return config
 
 
@@ -350,7 +365,10 @@ def load_settings(
     media = _media(raw.get("media", {}), allow_private_urls, source)
     policy = _alias_policy(raw.get("alias_policy", {}), source)
     uploads = _uploads(raw.get("uploads", {}), source)
-    return Settings(server=server, models=tuple(models), media=media, alias_policy=policy, uploads=uploads)
+    search = _search(raw.get("search", {}), env, source)
+    return Settings(
+        server=server, models=tuple(models), media=media, alias_policy=policy, uploads=uploads, search=search
+    )
 
 
 def _models(raw: list[Any], source: _Source, model_path: str | None, overrides: dict[str, Any]) -> list[ModelConfig]:
