@@ -129,6 +129,7 @@ class ToolLoop:
     ) -> AsyncIterator[ChatEvent]:
         """The rounds of one answer; closing this iterator cancels a running tool and the round's generation."""
         if not session.tools:  # work done before generating, nothing offered: one pass, the reports shown
+            log.debug("request %s round 0 prompt: %r", job.request_id, job.prompt.text)
             async for event in _with_reports(generate(job), session.reports):
                 yield event
             return
