@@ -91,7 +91,7 @@ class ChatService:
         if session is not None:
             first = session.request_for(session.request.messages, offered=True)
             job = await self._aprepare(first, request_id, key_id, inject_fault)
-            return dataclasses.replace(job, tools=session)
+            return dataclasses.replace(job, tools=session, notes=job.notes + session.notes)
         # --
         return await self._aprepare(request, request_id, key_id, inject_fault)
 

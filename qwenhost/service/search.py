@@ -19,6 +19,7 @@ log = logging.getLogger("qwenhost.search")
 
 UNSUPPORTED = "This model does not support enable_search."  # DashScope's words [ERR]; no usable provider here
 AGENT_STRATEGIES = ("agent", "agent_max")
+EXTENSION_NOTE = "search_options.enable_search_extension: no vertical-domain sources here; the [search] chain answers"
 
 
 class SearchFeature:
@@ -41,11 +42,10 @@ class SearchFeature:
         strategy = options.search_strategy
         calls = self.searcher.config.agent_calls if strategy in AGENT_STRATEGIES else 1
         tool = SearchTool(self.searcher, strategy)
-        if not options.forced_search:
-            return Offer(tool=tool, max_calls=calls, messages=request.messages)
+        notes = (EXTENSION_NOTE,) if options.enable_search_extension else ()
         at = next((i for i in range(len(request.messages) - 1, -1, -1) if request.messages[i].role == "user"), None)
-        if at is None:
-            return Offer(tool=tool, max_calls=calls, messages=request.messages)
+        if not options.forced_search or at is None:
+            return Offer(tool=tool, max_calls=calls, messages=request.messages, notes=notes)
         query = request.messages[at].text()
         hits = await self.searcher.search(query, strategy)
         report = ToolReport("search", {"query": query, "search_results": search_info(hits)})
@@ -57,7 +57,8 @@ class SearchFeature:
             messages = (*messages[:at], block, *messages[at:])
         log.info("forced search (%s): %d results placed before the last user message", strategy, len(hits))
         left = calls - 1
-        return Offer(tool=tool if left > 0 else None, max_calls=left, messages=messages, reports=(report,))
+        tool_left = tool if left > 0 else None
+        return Offer(tool=tool_left, max_calls=left, messages=messages, reports=(report,), notes=notes)
 
 
 def forced_block(query: str, results: str) -> str:

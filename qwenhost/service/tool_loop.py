@@ -50,6 +50,7 @@ class Offer:
     max_calls: int  # the most calls of ``tool`` the loop runs for this request
     messages: tuple[Message, ...]  # the conversation to start from (a forced search's results placed in it)
     reports: tuple[ToolReport, ...] = ()  # what the work done before generating may show a dialect
+    notes: tuple[str, ...] = ()  # parameters read differently from what was asked (x-qwenhost-adjusted)
 
 
 class ServerFeature(Protocol):
@@ -83,6 +84,7 @@ class ToolSession:
     max_calls: int
     reports: tuple[ToolReport, ...]
     key_id: str | None
+    notes: tuple[str, ...] = ()
     started_s: float = field(default_factory=time.monotonic)
 
     def request_for(self, messages: Sequence[Message], *, offered: bool) -> ChatRequest:
@@ -110,9 +112,10 @@ class ToolLoop:
         messages, max_calls = request.messages, 0
         tools: dict[str, ServerTool] = {}
         reports: list[ToolReport] = []
+        notes: list[str] = []
         for feature in asked:
             offer = await feature.offer(replace(request, messages=messages))
-            messages, reports = offer.messages, [*reports, *offer.reports]
+            messages, reports, notes = offer.messages, [*reports, *offer.reports], [*notes, *offer.notes]
             if offer.tool is not None:
                 tools[offer.tool.name] = offer.tool
                 max_calls += offer.max_calls
@@ -121,8 +124,7 @@ class ToolLoop:
         taken = [t.name for t in request.tools if t.name in tools]
         if taken:
             raise InvalidParameter(f"Tool names are not allowed to be [{taken[0]}]")
-        session = ToolSession(replace(cleared, messages=messages), tools, max_calls, tuple(reports), key_id)
-        return session
+        return ToolSession(replace(cleared, messages=messages), tools, max_calls, tuple(reports), key_id, tuple(notes))
 
     async def run(
         self, job: Job, session: ToolSession, generate: Generate, prepare: Prepare
