@@ -156,16 +156,9 @@ class ToolLoop:
                 calls = state.hidden[: session.max_calls - calls_done]
                 calls_done += len(calls)
                 messages.append(state.assistant_message(calls))
-                for call in calls:
-                    outcome = None
-                    async for item in self._run_tool(session, call, job.request_id):
-                        if isinstance(item, KeepAlive):
-                            yield item
-                        else:
-                            outcome = item
-                    assert outcome is not None
-                    yield ToolReport(call.name, outcome.info)
-                    messages.append(Message(role="tool", content=outcome.text, tool_call_id=call.id, name=call.name))
+                async with contextlib.aclosing(self._run_calls(session, calls, messages, job.request_id)) as runs:
+                    async for item in runs:
+                        yield item
                 offered = calls_done < session.max_calls and round_no + 2 < self.config.max_rounds
                 current = await prepare(session.request_for(messages, offered=offered), job.request_id, session.key_id)
             yield Finish(0, state.finish_reason())
@@ -177,9 +170,25 @@ class ToolLoop:
     def _remaining_s(self, session: ToolSession) -> float:
         return session.started_s + self.config.total_timeout_s - time.monotonic()
 
+    async def _run_calls(
+        self, session: ToolSession, calls: Sequence[ToolCall], messages: list[Message], request_id: str
+    ) -> AsyncGenerator[KeepAlive | ToolReport, None]:
+        """Each call run in turn, its result appended to ``messages``; closing this stops the running one."""
+        for call in calls:
+            outcome = None
+            async with contextlib.aclosing(self._run_tool(session, call, request_id)) as runs:
+                async for item in runs:
+                    if isinstance(item, KeepAlive):
+                        yield item
+                    else:
+                        outcome = item
+            assert outcome is not None
+            yield ToolReport(call.name, outcome.info)
+            messages.append(Message(role="tool", content=outcome.text, tool_call_id=call.id, name=call.name))
+
     async def _run_tool(
         self, session: ToolSession, call: ToolCall, request_id: str
-    ) -> AsyncIterator[KeepAlive | ToolOutcome]:
+    ) -> AsyncGenerator[KeepAlive | ToolOutcome, None]:
         """The tool's outcome, with a KeepAlive every keepalive_s while it runs; cancelled if this is closed."""
         tool = session.tools[call.name]
         timeout_s = max(0.1, self._remaining_s(session))

@@ -190,3 +190,25 @@ def test_a_client_that_leaves_while_the_tool_runs_stops_it(server: RunningServer
     fake.delay_s = 0.0
     wait_for(lambda: server.gauge("in_flight_requests") == 0, 30, "the slot to be free")
     assert len(prompts(server, request_id)) == 1  # no second round was prepared
+
+
+def test_streamed_and_whole_answers_agree_across_rounds(server: RunningServer, fake: FakeSearch) -> None:
+    body: dict[str, Any] = {
+        "messages": [{"role": "user", "content": "zzqx"}],
+        "enable_search": True,
+        "logit_bias": START_CALL,
+        "seed": 5,
+        "max_tokens": 200,
+    }
+    asked = len(fake.requests)
+    whole = post(server, body)
+    assert whole.status_code == 200, whole.text
+    _, frames, _ = stream_raw(server, {**body, "stream": True, "stream_options": {"include_usage": True}})
+    assert len(fake.requests) == asked + 2  # each answer ran its search
+    message = whole.json()["choices"][0]["message"]
+    deltas = [f["choices"][0]["delta"] for f in frames if f["choices"]]
+    assert "tool_calls" not in message
+    assert message["content"] == "".join(d.get("content") or "" for d in deltas)
+    assert message["reasoning_content"] == "".join(d.get("reasoning_content") or "" for d in deltas)
+    for key in ("prompt_tokens", "completion_tokens"):
+        assert whole.json()["usage"][key] == frames[-1]["usage"][key]
