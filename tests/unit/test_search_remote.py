@@ -85,3 +85,17 @@ def test_the_chain_fails_over_and_max_merges(fake: FakeSearch) -> None:
     merged = asyncio.run(searcher.search("q", "max"))
     assert [h.source for h in merged] == ["brave", "tavily", "brave"]  # each provider's best first
     assert len({h.url for h in merged}) == len(merged)
+
+
+def test_agent_max_reads_the_top_pages_through_the_injected_reader(fake: FakeSearch) -> None:
+    read: list[tuple[str, int]] = []
+
+    async def reader(url: str, max_bytes: int) -> str | None:
+        read.append((url, max_bytes))
+        return None if url.endswith("/b") else f"the whole page of {url}"
+
+    searcher = Searcher([BraveProvider(fake.url, "k", 2.0)], SearchConfig(pages=2, page_bytes=1000), reader)
+    hits = asyncio.run(searcher.search("q", "agent_max"))
+    assert read == [("https://brave.example/a", 1000), ("https://brave.example/b", 1000)]
+    assert hits[0].snippet == "the whole page of https://brave.example/a" and hits[1].snippet == "more"
+    assert asyncio.run(searcher.search("q", "agent"))[0].snippet == "Brave <b>says</b> hi."  # agent reads no page
