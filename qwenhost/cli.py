@@ -1,4 +1,4 @@
-"""The command line: ``qwenhost serve | models | keys | usage | chat | bench``. Nothing else lives here."""
+"""The command line: ``qwenhost serve | models | keys | usage | index | chat | bench``. Nothing else lives here."""
 
 from __future__ import annotations
 
@@ -246,6 +246,44 @@ def _store_engine(args: argparse.Namespace) -> Any:
         raise ConfigError(str(exc)) from exc
 
 
+def cmd_index(args: argparse.Namespace) -> int:
+    """The local search index (docs/search.md): the file [search] index_path names, or --index."""
+    from qwenhost.tools.search.documents import DocumentError
+    from qwenhost.tools.search.local import LocalIndex
+
+    path = args.index or load_settings(args.config).search.index_path
+    index = LocalIndex(path)
+    if args.action == "add":
+        try:
+            added = index.add([Path(p) for p in args.paths])
+        except (DocumentError, OSError) as exc:
+            print(f"qwenhost: {exc}", file=sys.stderr)
+            return 1
+        for doc in added:
+            print(f"added {doc.source} ({doc.passages} passages)")
+        print(f"{index.path}: {len(index.entries())} documents")
+    elif args.action == "list":
+        for doc in index.entries():
+            print(f"{doc.id}\t{doc.passages}\t{doc.source}\t{doc.title}")
+    else:
+        removed = index.remove(list(args.paths))
+        for source in removed:
+            print(f"removed {source}")
+        if not removed:
+            print("qwenhost: nothing in the index matched", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _add_index(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("index", help="the local search index for enable_search (add | list | remove)")
+    p.add_argument("action", choices=["add", "list", "remove"])
+    p.add_argument("paths", nargs="*", metavar="PATH", help="add: files or directories; remove: a source or id")
+    p.add_argument("--config", metavar="FILE", help="TOML config file: its [search] index_path")
+    p.add_argument("--index", metavar="FILE", help="the index file (default: [search] index_path)")
+    p.set_defaults(func=cmd_index)
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     from qwenhost.ops.chat_client import chat_repl
 
@@ -339,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keys(sub)
     _add_usage(sub)
 
+    _add_index(sub)
+
     p = sub.add_parser(
         "chat",
         help="chat with a running server in the terminal",
@@ -375,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.name = args.name or args.name_option
         if args.action in ("remove", "revoke", "update") and not args.name:
             parser.error(f"keys {args.action} needs a key name")
+    if args.command == "index" and args.action != "list" and not args.paths:
+        parser.error(f"index {args.action} needs at least one PATH")
     try:
         return int(args.func(args))
     except ConfigError as exc:

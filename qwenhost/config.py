@@ -16,6 +16,7 @@ from qwenhost.aliases import DEFAULT_TEXT_ALIASES, ROUTES, AliasPolicy, builtin_
 from qwenhost.core.types import SamplingOverrides
 from qwenhost.formats.registry import FORMATS
 from qwenhost.media.policy import MediaPolicy
+from qwenhost.tools.search.config import SearchConfig
 
 EMBEDDED = "embedded"
 EMBEDDED_NAME = "smollm2-135m-instruct"
@@ -32,7 +33,7 @@ DASHSCOPE_ALIASES = DEFAULT_TEXT_ALIASES
 # name to its ggml type and refuses any other.
 KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-TABLES = ("server", "models", "media", "alias_policy", "uploads", "store", "limits")
+TABLES = ("server", "models", "media", "alias_policy", "uploads", "store", "limits", "search")
 
 
 class ConfigError(ValueError):
@@ -157,6 +158,7 @@ class Settings:
     uploads: UploadsConfig = field(default_factory=UploadsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
 
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
@@ -262,6 +264,19 @@ def _limits(raw: Any, source: _Source) -> LimitsConfig:
         _limit_values(limit, where, source)
         out.append((name, ModelLimit(**limit)))
     return LimitsConfig(**values, models=tuple(out))
+
+
+def _search(raw: Any, env: Mapping[str, str], source: _Source) -> SearchConfig:
+    """The [search] table (docs/search.md); API keys may come from the environment instead of the file."""
+    config = SearchConfig(**source.table(raw, SearchConfig, "[search]"))
+    if config.brave_api_key is None and env.get("QWENHOST_BRAVE_API_KEY"):
+        config = replace(config, brave_api_key=env["QWENHOST_BRAVE_API_KEY"])
+    if config.tavily_api_key is None and env.get("QWENHOST_TAVILY_API_KEY"):
+        config = replace(config, tavily_api_key=env["QWENHOST_TAVILY_API_KEY"])
+    problems = config.problems()
+    if problems:
+        raise source.error("[search]", "; ".join(problems))
+    return config
 
 
 def embedded_model_path() -> str:
@@ -426,6 +441,7 @@ def load_settings(
     policy = _alias_policy(raw.get("alias_policy", {}), source)
     uploads = _uploads(raw.get("uploads", {}), source)
     store, limits = _store(raw.get("store", {}), source), _limits(raw.get("limits", {}), source)
+    search = _search(raw.get("search", {}), env, source)
     return Settings(
         server=server,
         models=tuple(models),
@@ -434,6 +450,7 @@ def load_settings(
         uploads=uploads,
         store=store,
         limits=limits,
+        search=search,
     )
 
 

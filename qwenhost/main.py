@@ -36,7 +36,14 @@ from qwenhost.ops.uploads import ObjectStore
 from qwenhost.service.chat import ChatService
 from qwenhost.service.media import MediaPipeline
 from qwenhost.service.models import ModelRegistry, ServedModel
+from qwenhost.service.search import SearchFeature, page_reader
+from qwenhost.service.tool_loop import ServerFeature, ToolLoop, ToolLoopConfig
 from qwenhost.templates.renderer import ChatTemplate, builtin_template
+from qwenhost.tools.search.config import SearchConfig
+from qwenhost.tools.search.local import LocalIndex
+from qwenhost.tools.search.provider import SearchProvider
+from qwenhost.tools.search.remote import BraveProvider, SearxngProvider, TavilyProvider
+from qwenhost.tools.search.searcher import Searcher
 
 log = logging.getLogger("qwenhost")
 
@@ -175,6 +182,32 @@ def open_uploads(config: UploadsConfig) -> ObjectStore | None:
     return store
 
 
+def search_providers(config: SearchConfig) -> list[SearchProvider]:
+    """The [search] chain in its order; a provider without its key or URL is skipped per request (not usable)."""
+    made: dict[str, SearchProvider] = {
+        "local": LocalIndex(config.index_path),
+        "searxng": SearxngProvider(config.searxng_url, config.timeout_s),
+        "brave": BraveProvider(config.brave_url, config.brave_api_key, config.timeout_s),
+        "tavily": TavilyProvider(config.tavily_url, config.tavily_api_key, config.timeout_s),
+    }
+    chain = [made[name] for name in config.providers]
+    log.info(
+        "web search providers: %s", ", ".join(f"{p.name}{'' if p.is_usable() else ' (not usable)'}" for p in chain)
+    )
+    return chain
+
+
+def tool_loop(settings: Settings, media: MediaPipeline) -> ToolLoop:
+    """The server-side tools: search (enable_search) when [search] enabled is true."""
+    config = settings.search
+    features: list[ServerFeature] = []
+    if config.enabled:
+        searcher = Searcher(search_providers(config), config, page_reader(media.fetcher))
+        features.append(SearchFeature(searcher))
+    loop_config = ToolLoopConfig(config.max_rounds, config.total_timeout_s, config.keepalive_s)
+    return ToolLoop(features, loop_config)
+
+
 def open_store(settings: Settings) -> Engine | None:
     """The store's engine, migrated (None with [store] enabled = false); a store that cannot open stops the start."""
     if not settings.store.enabled:
@@ -213,11 +246,13 @@ def build_app(
     settings: Settings, registry: ModelRegistry, lifecycle: Lifecycle | None = None, store: Engine | None = None
 ) -> Starlette:
     uploads = open_uploads(settings.uploads)
+    media = MediaPipeline(settings.media, objects=uploads)
     service = ChatService(
         registry,
         request_timeout_s=settings.server.request_timeout_s,
         cache_isolation=settings.server.cache_isolation,
-        media=MediaPipeline(settings.media, objects=uploads),
+        media=media,
+        tool_loop=tool_loop(settings, media),
     )
     # Metric labels come from configured names only (/metrics needs no key: bounded memory).
     names = {name: model.name for name, model in registry.names()}

@@ -12,10 +12,10 @@ from starlette.responses import Response
 from qwenhost.api.dialect import StreamRenderer, read_headers
 from qwenhost.api.errors import error_body, error_response
 from qwenhost.api.render import ChunkRenderer, completion_json
-from qwenhost.api.sse import DONE, frame
+from qwenhost.api.sse import DONE, KEEP_ALIVE, frame
 from qwenhost.api.wire.request import read_chat
 from qwenhost.core.errors import ServeError
-from qwenhost.core.events import ChatEvent, FoldedAnswer, UsageReport
+from qwenhost.core.events import ChatEvent, FoldedAnswer, KeepAlive, UsageReport
 from qwenhost.core.types import ChatRequest
 from qwenhost.service.job import Job
 
@@ -34,6 +34,8 @@ class CompatStream:
     def render(self, event: ChatEvent) -> bytes | None:
         if isinstance(event, UsageReport) and not self._include_usage:
             return None
+        if isinstance(event, KeepAlive):
+            return KEEP_ALIVE
         chunk = self._renderer.render(event)
         return frame(chunk) if chunk is not None else None
 

@@ -7,6 +7,7 @@ from typing import Any
 from qwenhost.api.errors import dumps
 
 DONE = b"data: [DONE]\n\n"
+KEEP_ALIVE = b": keep-alive\n\n"  # an SSE comment: parsers skip it (a server-side tool is running)
 
 
 def frame(payload: dict[str, Any]) -> bytes:

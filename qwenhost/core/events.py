@@ -6,8 +6,9 @@ non-streaming renders ``fold(events)`` (ARCHITECTURE.md, convention 1).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from qwenhost.core.types import FinishReason, TokenLogprob, ToolCall, Usage
 
@@ -57,7 +58,32 @@ class UsageReport:
     usage: Usage
 
 
-ChatEvent = RoleStart | ReasoningDelta | ContentDelta | ToolCallStart | ToolCallArgsDelta | Finish | UsageReport
+@dataclass(frozen=True, slots=True)
+class KeepAlive:
+    """Nothing to say yet (a server-side tool is running): a stream writes an SSE comment so that proxies and
+    clients keep the connection, and writing it notices a client that left. The folded answer ignores it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolReport:
+    """What one run of a server-side tool may show a dialect (service/tool_loop.py): compatible mode shows
+    nothing (spec §4.8, §4.9); the native protocol reads search results from ``info``."""
+
+    name: str  # the reserved tool (``search``, ``code_interpreter``)
+    info: Mapping[str, Any]
+
+
+ChatEvent = (
+    RoleStart
+    | ReasoningDelta
+    | ContentDelta
+    | ToolCallStart
+    | ToolCallArgsDelta
+    | Finish
+    | UsageReport
+    | KeepAlive
+    | ToolReport
+)
 
 
 @dataclass(slots=True)
@@ -74,12 +100,14 @@ class FoldedChoice:
 class FoldedAnswer:
     choices: list[FoldedChoice]
     usage: Usage | None = None
+    tool_reports: list[ToolReport] = field(default_factory=list)
 
 
 class _Folder:
     def __init__(self) -> None:
         self.choices: dict[int, FoldedChoice] = {}
         self.usage: Usage | None = None
+        self.tool_reports: list[ToolReport] = []
         self._content: dict[int, list[str]] = {}
         self._reasoning: dict[int, list[str]] = {}
         self._args: dict[tuple[int, int], list[str]] = {}
@@ -94,6 +122,11 @@ class _Folder:
     def add(self, event: ChatEvent) -> None:
         if isinstance(event, UsageReport):
             self.usage = event.usage
+            return
+        if isinstance(event, ToolReport):
+            self.tool_reports.append(event)
+            return
+        if isinstance(event, KeepAlive):
             return
         choice = self._choice(event.choice)
         if isinstance(event, ContentDelta):
@@ -122,7 +155,8 @@ class _Folder:
                 choice.reasoning_content = "".join(self._reasoning[index])
         for (c, i), (call_id, name) in sorted(self._calls.items()):
             self.choices[c].tool_calls.append(ToolCall(id=call_id, name=name, arguments="".join(self._args[(c, i)])))
-        return FoldedAnswer(choices=[self.choices[i] for i in sorted(self.choices)], usage=self.usage)
+        choices = [self.choices[i] for i in sorted(self.choices)]
+        return FoldedAnswer(choices=choices, usage=self.usage, tool_reports=self.tool_reports)
 
 
 def fold(events: Iterable[ChatEvent]) -> FoldedAnswer:

@@ -150,6 +150,7 @@ class SearchOptions:
     forced_search: bool = False
     search_strategy: str = "turbo"
     enable_search_extension: bool = False
+    enable_source: bool = False  # native protocol only: output.search_info (spec §4.8)
 
 
 @dataclass(frozen=True)

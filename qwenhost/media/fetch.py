@@ -162,6 +162,17 @@ class Fetcher:
         except TimeoutError:
             raise errors.download_timeout() from None
 
+    async def fetch_page(self, url: str, max_bytes: int) -> bytes:
+        """A web page (search's agent_max reads top results): the same address checks, redirects and caps,
+        text types accepted."""
+        if not url.startswith(("http://", "https://")):
+            raise errors.invalid_url()
+        try:
+            async with self._slots, asyncio.timeout(self.policy.fetch_timeout_s):
+                return await self._follow(url, max_bytes, ByteBudget(max_bytes), is_page=True)
+        except TimeoutError:
+            raise errors.download_timeout() from None
+
     async def _read_object(self, key: str, kind: str, budget: ByteBudget) -> bytes:
         """An uploaded object; DashScope resolves oss:// only with X-DashScope-OssResourceResolve: enable,
         otherwise the URL is invalid. A key that names no live object (unknown, expired) cannot be downloaded."""
@@ -171,7 +182,7 @@ class Fetcher:
         budget.charge(len(data))
         return data
 
-    async def _follow(self, url: str, max_bytes: int, budget: ByteBudget) -> bytes:
+    async def _follow(self, url: str, max_bytes: int, budget: ByteBudget, *, is_page: bool = False) -> bytes:
         for _ in range(self.policy.max_redirects + 1):
             target = await self._checked_target(url)
             try:
@@ -184,7 +195,7 @@ class Fetcher:
                     if r.status_code != 200:
                         raise errors.download_failed()
                     content_type = r.headers.get("content-type", "").split(";")[0].strip().lower()
-                    if content_type in _REFUSED_TYPES:
+                    if content_type in _REFUSED_TYPES and not is_page:
                         raise errors.wrong_content_type()
                     declared = r.headers.get("content-length")
                     if declared is not None and declared.isdigit():

@@ -4,8 +4,9 @@ byte is sent) and run(job) -> ChatEvents. Streaming and non-streaming both come 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
@@ -21,6 +22,7 @@ from qwenhost.service.media import DecodedPart, MediaPipeline
 from qwenhost.service.models import ModelRegistry
 from qwenhost.service.output import ChoicePipeline
 from qwenhost.service.prepare import Preparer
+from qwenhost.service.tool_loop import ToolLoop
 from qwenhost.service.tool_stream import ArgumentsAtOnce
 from qwenhost.service.turn import turn_parser
 from qwenhost.service.vocabulary import GRAMMAR_VOCABULARY_WAIT_S, VocabularyGate
@@ -52,8 +54,10 @@ class ChatService:
         prepare_workers: int = PREPARE_WORKERS,
         grammar_cache_size: int = MAX_COMPILED_GRAMMARS,
         grammar_wait_s: float = GRAMMAR_VOCABULARY_WAIT_S,
+        tool_loop: ToolLoop | None = None,
     ) -> None:
         self.registry = registry
+        self.tool_loop = tool_loop or ToolLoop(())  # no features: enable_search & co. stay refused by the plan
         self.request_timeout_s = request_timeout_s
         self.media = media or MediaPipeline(MediaPolicy())
         self.grammars = GrammarCache(grammar_cache_size)
@@ -82,6 +86,16 @@ class ChatService:
     ) -> Job:
         """prepare() without blocking the event loop. Media is fetched and decoded only after every other
         check has passed and the engine's room is reserved; the room is given back if that fails."""
+        # -- server-side tools (service/tool_loop.py): a forced search runs here, before the first byte
+        session = await self.tool_loop.open(request, key_id)
+        if session is not None:
+            first = session.request_for(session.request.messages, offered=True)
+            job = await self._aprepare(first, request_id, key_id, inject_fault)
+            return dataclasses.replace(job, tools=session, notes=job.notes + session.notes)
+        # --
+        return await self._aprepare(request, request_id, key_id, inject_fault)
+
+    async def _aprepare(self, request: ChatRequest, request_id: str, key_id: str | None, inject_fault: bool) -> Job:
         if not any(m.media for m in request.messages):
             return await self._off_loop(self.preparer.prepare_text, request, request_id, key_id, inject_fault)
         draft = await self._off_loop(self.preparer.draft_media, request, request_id, key_id, inject_fault)
@@ -121,7 +135,17 @@ class ChatService:
         return turn_parser(answer, job.model.format, job.thought, choice)
 
     # -- run --------------------------------------------------------------------------------------
-    async def run(self, job: Job) -> AsyncIterator[ChatEvent]:
+    def run(self, job: Job) -> AsyncIterator[ChatEvent]:
+        """The answer's events: one generation, or the server-side tool loop's rounds (service/tool_loop.py)."""
+        if job.tools is None:
+            return self._generate(job)
+
+        async def prepare(request: ChatRequest, request_id: str, key_id: str | None) -> Job:
+            return await self._aprepare(request, request_id, key_id, False)
+
+        return self.tool_loop.run(job, job.tools, self._generate, prepare)
+
+    async def _generate(self, job: Job) -> AsyncGenerator[ChatEvent, None]:
         """Generate; the first event arrives only after the prompt is processed, so queueing errors
         (503 after the queue timeout) can still be answered with an HTTP status."""
         pipelines = [

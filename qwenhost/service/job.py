@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from qwenhost.aliases import MODEL_DEFAULTS, AliasPolicy
 from qwenhost.core import ids
@@ -11,6 +12,9 @@ from qwenhost.engine.protocol import GenerationRequest, Reservation
 from qwenhost.service.models import ServedModel
 from qwenhost.service.prompt import RenderedPrompt
 from qwenhost.service.turn import ThoughtState
+
+if TYPE_CHECKING:
+    from qwenhost.service.tool_loop import ToolSession
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class Job:
     modal_tokens: tuple[tuple[str, int], ...] = ()  # image/video/audio prompt tokens, by modality
     notes: tuple[str, ...] = ()  # parameters read differently from what was asked (x-qwenhost-adjusted)
     policy: AliasPolicy = MODEL_DEFAULTS  # the requested name's defaults (the native dialect reads its own)
+    tools: ToolSession | None = None  # server-side tools (service/tool_loop.py); None: a plain answer
 
     def close(self) -> None:
         """Give the engine's room back (idempotent): for a job that is dropped before or after run()."""

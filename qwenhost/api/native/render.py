@@ -15,9 +15,11 @@ from qwenhost.core.events import (
     ContentDelta,
     Finish,
     FoldedAnswer,
+    KeepAlive,
     ReasoningDelta,
     ToolCallArgsDelta,
     ToolCallStart,
+    ToolReport,
     UsageReport,
 )
 from qwenhost.core.types import Usage
@@ -42,6 +44,17 @@ def native_usage(usage: Usage) -> dict[str, Any]:
         out["input_tokens_details"] = details
         out.update({k: v for k, v in details.items() if k != "text_tokens"})
     return out
+
+
+def search_sources(job: Job, reports: list[ToolReport]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``output.search_info`` and ``usage.plugins`` when the request asked for sources (spec §4.8)."""
+    options = job.request.search_options
+    searches = [r for r in reports if r.name == "search"]
+    if options is None or not options.enable_source or not searches:
+        return None, None
+    results = [dict(hit) for r in searches for hit in r.info.get("search_results", ())]
+    plugins = {"search": {"count": len(searches), "strategy": options.search_strategy}}
+    return {"search_results": results}, plugins
 
 
 def result_format(options: NativeOptions, job: Job) -> str:
@@ -75,11 +88,21 @@ def _call(index: int, call_id: str, name: str | None, arguments: str) -> dict[st
 
 def native_completion(answer: FoldedAnswer, job: Job, options: NativeOptions) -> dict[str, Any]:
     usage = native_usage(answer.usage) if answer.usage is not None else {}
+    info, plugins = search_sources(job, answer.tool_reports)
+    if plugins is not None:
+        usage["plugins"] = plugins
     body: dict[str, Any] = {"output": {}, "usage": usage, "request_id": job.request_id}
     if result_format(options, job) == "text":
         first = answer.choices[0]
         body["output"] = {"text": first.content, "finish_reason": first.finish_reason}
-        return body
+    else:
+        body["output"] = {"choices": _choices(answer, options)}
+    if info is not None:
+        body["output"]["search_info"] = info
+    return body
+
+
+def _choices(answer: FoldedAnswer, options: NativeOptions) -> list[dict[str, Any]]:
     choices = []
     for c in answer.choices:
         message: dict[str, Any] = {"role": "assistant", "content": _content(c.content, options.multimodal)}
@@ -88,8 +111,7 @@ def native_completion(answer: FoldedAnswer, job: Job, options: NativeOptions) ->
         if c.tool_calls:
             message["tool_calls"] = [_call(i, t.id, t.name, t.arguments) for i, t in enumerate(c.tool_calls)]
         choices.append({"finish_reason": c.finish_reason, "message": message, "index": c.index})
-    body["output"] = {"choices": choices}
-    return body
+    return choices
 
 
 @dataclass(slots=True)
@@ -112,8 +134,14 @@ class NativeStream:
         self._id = 0
         self._pieces = 0  # output pieces sent so far: the running output_tokens until the engine's count
         self._usage: Usage | None = None
+        self._reports: list[ToolReport] = []
 
     def render(self, event: ChatEvent) -> bytes | None:
+        if isinstance(event, KeepAlive):
+            return b": keep-alive\n\n"
+        if isinstance(event, ToolReport):
+            self._reports.append(event)
+            return None
         if isinstance(event, UsageReport):
             self._usage = event.usage
             return self._finishes()
@@ -177,8 +205,13 @@ class NativeStream:
         else:
             message = {"role": "assistant", **fields, "content": _content(fields["content"], self._options.multimodal)}
             output = {"choices": [{"finish_reason": finish, "message": message, "index": index}]}
+        info, plugins = search_sources(self._job, self._reports)
+        usage = self._running_usage()
+        if info is not None and plugins is not None:
+            output["search_info"] = info
+            usage["plugins"] = plugins
         self._id += 1
-        payload = {"output": output, "usage": self._running_usage(), "request_id": self._job.request_id}
+        payload = {"output": output, "usage": usage, "request_id": self._job.request_id}
         return f"id:{self._id}\nevent:result\n:HTTP_STATUS/200\ndata:{dumps(payload)}\n\n".encode()
 
     def _running_usage(self) -> dict[str, Any]:

@@ -106,4 +106,5 @@ def read_search_options(raw: Any) -> SearchOptions | None:
         forced_search=read_bool(raw, "forced_search"),
         search_strategy=strategy,
         enable_search_extension=read_bool(raw, "enable_search_extension"),
+        enable_source=read_bool(raw, "enable_source"),
     )
