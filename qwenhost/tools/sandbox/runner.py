@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -152,10 +153,8 @@ async def _feed(proc: asyncio.subprocess.Process, data: bytes) -> None:
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
     """SIGKILL bwrap's process group; its PID 1 dies with it and takes the whole PID namespace along."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def uid_processes(uid: int) -> list[int]:
