@@ -129,6 +129,8 @@ def _bwrap_args(config: SandboxConfig, layout: Layout, seccomp_fd: int) -> list[
     for path in layout.binds:
         args += ["--ro-bind", path, path]
     args += ["--proc", "/proc", "--dev", "/dev"]
+    # bwrap's /dev is a tmpfs of half the host's RAM: cap /dev/shm and make the rest of /dev read-only.
+    args += ["--size", str(config.tmp_bytes), "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
     args += ["--size", str(config.tmp_bytes), "--tmpfs", "/tmp"]
     args += ["--size", str(config.job_dir_bytes), "--tmpfs", "/job", "--chdir", "/job"]
     args += ["--remount-ro", "/", "--clearenv"]

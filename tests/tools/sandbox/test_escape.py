@@ -154,6 +154,16 @@ def test_no_writes_outside_the_job_dir(sandbox: Sandbox) -> None:
     assert not Path("/usr/qhsbx").exists() and not Path("/qhsbx").exists()
 
 
+def test_no_unbounded_tmpfs(sandbox: Sandbox) -> None:
+    body = (
+        "def fill(d):\n    for i in range(8):\n        open(f'{d}/f{i}', 'wb').write(b'x' * (10 * 2**20))\n"
+        "print(json.dumps([attempt(lambda: open('/dev/x', 'wb')), attempt(lambda: fill('/dev/shm')),"
+        " attempt(lambda: fill('/tmp')), attempt(lambda: open('/job/big', 'wb').write(b'x' * 17 * 2**20))]))"
+    )
+    # /dev read-only; /dev/shm and /tmp capped at 16 MiB (ENOSPC); one file at most 16 MiB (EFBIG)
+    assert probe_inside(sandbox, body) == ["OSError 30", "OSError 28", "OSError 28", "OSError 27"]
+
+
 def test_no_signals_or_devices_of_the_host(sandbox: Sandbox) -> None:
     body = (
         f"print(json.dumps([attempt(lambda: os.kill({os.getpid()}, 15)),"
