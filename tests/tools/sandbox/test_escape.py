@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from qwenhost.tools.sandbox import Sandbox
-from tests.tools.sandbox.conftest import make_sandbox, run
+from tests.tools.sandbox.helpers import make_sandbox, needs_bwrap, run
 
 # Each attempt prints "<ExceptionName> <errno>" or "ok <value>" as one JSON line.
 PRELUDE = """
@@ -32,6 +32,8 @@ def libc_call(name, *args):
         raise OSError(err, os.strerror(err))
     return 0
 """
+
+pytestmark = needs_bwrap
 
 
 def probe_inside(sandbox: Sandbox, body: str, **kwargs: object) -> object:

@@ -12,7 +12,9 @@ import pytest
 from qwenhost.core.errors import Throttled
 from qwenhost.tools.sandbox import CodeInterpreterTool, Sandbox, SandboxConfig, probe
 from qwenhost.tools.sandbox.runner import uid_processes
-from tests.tools.sandbox.conftest import LIMITS, make_sandbox, run
+from tests.tools.sandbox.helpers import LIMITS, make_sandbox, needs_bwrap, run
+
+pytestmark = needs_bwrap
 
 
 def test_big_integer_round_trip(sandbox: Sandbox) -> None:
