@@ -6,13 +6,25 @@ import hashlib
 import importlib.util
 import os
 import tomllib
-import types
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
 from qwenhost.aliases import DEFAULT_TEXT_ALIASES, ROUTES, AliasPolicy, builtin_policy
+from qwenhost.config_features import (
+    CodeInterpreterConfig,
+    LimitsConfig,
+    StoreConfig,
+    UploadsConfig,
+    parse_code_interpreter,
+    parse_limits,
+    parse_search,
+    parse_store,
+    parse_uploads,
+)
+from qwenhost.config_source import ConfigError as ConfigError
+from qwenhost.config_source import Source
 from qwenhost.core.types import SamplingOverrides
 from qwenhost.formats.registry import FORMATS
 from qwenhost.media.policy import MediaPolicy
@@ -33,11 +45,7 @@ DASHSCOPE_ALIASES = DEFAULT_TEXT_ALIASES
 # name to its ggml type and refuses any other.
 KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-TABLES = ("server", "models", "media", "alias_policy", "uploads", "store", "limits", "search")
-
-
-class ConfigError(ValueError):
-    pass
+TABLES = ("server", "models", "media", "alias_policy", "uploads", "store", "limits", "search", "code_interpreter")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,56 +107,6 @@ class ServerConfig:
     test_faults: bool = False  # test-only: honour the x-qwenhost-test-fault header (docs/operations.md)
 
 
-def default_store_path(env: Mapping[str, str] | None = None) -> str:
-    """$XDG_DATA_HOME/qwenhost/qwenhost.db, else ~/.local/share/qwenhost/qwenhost.db."""
-    env = os.environ if env is None else env
-    base = env.get("XDG_DATA_HOME") or str(Path("~/.local/share").expanduser())
-    return str(Path(base) / "qwenhost" / "qwenhost.db")
-
-
-@dataclass(frozen=True, slots=True)
-class StoreConfig:
-    """[store]: keys, the usage ledger and rate-limit windows (docs/team.md)."""
-
-    enabled: bool = True
-    path: str | None = None  # the SQLite file; None: default_store_path()
-    url: str | None = None  # postgresql://user:pass@host/db instead of the SQLite file
-    timeout_s: float = 5.0  # connect, lock and statement waits; past it the request gets 503
-    max_pending: int = 256  # store calls waiting at once; more get 503
-    metrics_keys: tuple[str, ...] = ()  # key names with their own Prometheus labels (others: "other")
-
-    def resolved_url(self) -> str:
-        return self.url or f"sqlite:///{Path(self.path or default_store_path()).expanduser()}"
-
-
-@dataclass(frozen=True, slots=True)
-class ModelLimit:
-    rpm: int | None = None
-    tpm: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LimitsConfig:
-    """[limits]: per key on each model ([limits.models."<name>"] for one served model, rpm/tpm here for the
-    others); a key's own limits are set on the key. burst_factor: a second may use that many times rpm/60."""
-
-    rpm: int | None = None
-    tpm: int | None = None
-    burst_factor: float = 2.0
-    models: tuple[tuple[str, ModelLimit], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class UploadsConfig:
-    """[uploads]: the local object store behind the SDK's upload-policy flow (docs/native-protocol.md)."""
-
-    enabled: bool = True
-    directory: str | None = None  # None: a fresh temporary directory for each run, removed at shutdown
-    max_file_bytes: int = 100 * 1024 * 1024  # DashScope's max_file_size_mb (100)
-    capacity_bytes: int = 2 * 1024 * 1024 * 1024  # all live objects together
-    expiry_s: float = 48 * 3600.0  # DashScope keeps temporary uploads 48 h
-
-
 @dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -159,53 +117,10 @@ class Settings:
     store: StoreConfig = field(default_factory=StoreConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    code_interpreter: CodeInterpreterConfig = field(default_factory=CodeInterpreterConfig)
 
 
-_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-
-
-class _Source:
-    """Where settings come from, so every error names the file (or the command line) and the key."""
-
-    def __init__(self, path: str | None) -> None:
-        self.path = path or "the command line"
-
-    def error(self, where: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.path}: {where}: {problem}")
-
-    def table(
-        self, raw: Any, cls: type, where: str, internal: Sequence[str] = (), nested: Sequence[str] = ()
-    ) -> dict[str, Any]:
-        """A TOML table checked against a config dataclass: unknown keys and wrong types are errors.
-        ``internal`` fields are not settable from the file; ``nested`` tables are left to the caller."""
-        if not isinstance(raw, Mapping):
-            raise self.error(where, "must be a table")
-        hints = get_type_hints(cls)
-        known = [f.name for f in fields(cls) if f.name not in internal]
-        unknown = sorted(set(raw) - set(known))
-        if unknown:
-            raise self.error(where, f"unknown keys: {', '.join(map(repr, unknown))} (known: {', '.join(known)})")
-        return {key: self.value(value, hints[key], f"{where}.{key}") for key, value in raw.items() if key not in nested}
-
-    def value(self, value: Any, hint: Any, where: str) -> Any:
-        """``value`` as the field's type (TOML has no null: ``X | None`` takes an X; an integer is a number)."""
-        origin, args = get_origin(hint), get_args(hint)
-        if origin in (Union, types.UnionType):
-            (option,) = [a for a in args if a is not type(None)]
-            return self.value(value, option, where)
-        if origin is tuple:
-            if not isinstance(value, list):
-                raise self.error(where, f"must be a list, not {value!r}")
-            return tuple(self.value(item, args[0], f"{where}[{i}]") for i, item in enumerate(value))
-        is_number = isinstance(value, int | float) and not isinstance(value, bool)
-        if hint is float and is_number:
-            return float(value)
-        if hint in _TYPE_NAMES and type(value) is hint:
-            return value
-        raise self.error(where, f"must be {_TYPE_NAMES.get(hint, str(hint))}, not {value!r}")
-
-
-def _media(raw: Any, allow_private_urls: bool | None, source: _Source) -> MediaPolicy:
+def _media(raw: Any, allow_private_urls: bool | None, source: Source) -> MediaPolicy:
     """The [media] table: fetch limits and the SSRF switch (spec §4.11; docs/multimodal.md)."""
     values = source.table(raw, MediaPolicy, "[media]")
     try:
@@ -215,68 +130,6 @@ def _media(raw: Any, allow_private_urls: bool | None, source: _Source) -> MediaP
     if allow_private_urls is not None:
         policy = replace(policy, allow_private_urls=allow_private_urls)
     return policy
-
-
-def _uploads(raw: Any, source: _Source) -> UploadsConfig:
-    """The [uploads] table; a bound that would refuse every upload is a mistake, not a setting."""
-    config = UploadsConfig(**source.table(raw, UploadsConfig, "[uploads]"))
-    for name in ("max_file_bytes", "capacity_bytes"):
-        if getattr(config, name) < 1:
-            raise source.error(f"[uploads].{name}", "must be at least 1")
-    if config.capacity_bytes < config.max_file_bytes:
-        raise source.error("[uploads].capacity_bytes", "must be at least max_file_bytes (one largest file must fit)")
-    if config.expiry_s <= 0:
-        raise source.error("[uploads].expiry_s", "must be more than 0")
-    if config.directory is not None and not config.directory.strip():
-        raise source.error("[uploads].directory", "must name a directory (leave it out for a temporary one)")
-    return config
-
-
-def _store(raw: Any, source: _Source) -> StoreConfig:
-    store = StoreConfig(**source.table(raw, StoreConfig, "[store]"))
-    if store.url is not None and not store.url.startswith(("postgresql://", "postgresql+psycopg://", "sqlite:///")):
-        raise source.error("[store].url", "must start with postgresql:// (or sqlite:///); set path for a SQLite file")
-    if store.timeout_s <= 0:
-        raise source.error("[store].timeout_s", "must be more than 0")
-    if store.max_pending < 1:
-        raise source.error("[store].max_pending", "must be at least 1")
-    return store
-
-
-def _limit_values(values: Mapping[str, Any], where: str, source: _Source) -> None:
-    for key in ("rpm", "tpm"):
-        if values.get(key) is not None and values[key] < 1:
-            raise source.error(f"{where}.{key}", "must be at least 1 (leave it out for no limit)")
-
-
-def _limits(raw: Any, source: _Source) -> LimitsConfig:
-    values = source.table(raw, LimitsConfig, "[limits]", nested=("models",))
-    _limit_values(values, "[limits]", source)
-    if values.get("burst_factor", 1.0) <= 0:
-        raise source.error("[limits].burst_factor", "must be more than 0")
-    models = raw.get("models", {})
-    if not isinstance(models, Mapping):
-        raise source.error("[limits.models]", 'must be a table of tables ([limits.models."qwen-plus"])')
-    out = []
-    for name, table in models.items():
-        where = f"[limits.models.{name!r}]"
-        limit = source.table(table, ModelLimit, where)
-        _limit_values(limit, where, source)
-        out.append((name, ModelLimit(**limit)))
-    return LimitsConfig(**values, models=tuple(out))
-
-
-def _search(raw: Any, env: Mapping[str, str], source: _Source) -> SearchConfig:
-    """The [search] table (docs/search.md); API keys may come from the environment instead of the file."""
-    config = SearchConfig(**source.table(raw, SearchConfig, "[search]"))
-    if config.brave_api_key is None and env.get("QWENHOST_BRAVE_API_KEY"):
-        config = replace(config, brave_api_key=env["QWENHOST_BRAVE_API_KEY"])
-    if config.tavily_api_key is None and env.get("QWENHOST_TAVILY_API_KEY"):
-        config = replace(config, tavily_api_key=env["QWENHOST_TAVILY_API_KEY"])
-    problems = config.problems()
-    if problems:
-        raise source.error("[search]", "; ".join(problems))
-    return config
 
 
 def embedded_model_path() -> str:
@@ -308,13 +161,13 @@ def read_keys_file(path: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _sampling(raw: Any, where: str, source: _Source) -> SamplingOverrides:
+def _sampling(raw: Any, where: str, source: Source) -> SamplingOverrides:
     if raw is None:
         return SamplingOverrides()
     return SamplingOverrides(**source.table(raw, SamplingOverrides, where, internal=("top_k_disabled",)))
 
 
-def _model(raw: Any, index: int, source: _Source) -> ModelConfig:
+def _model(raw: Any, index: int, source: Source) -> ModelConfig:
     where = f"models[{index}]"
     if not isinstance(raw, Mapping):
         raise source.error(where, "must be a table ([[models]])")
@@ -326,7 +179,7 @@ def _model(raw: Any, index: int, source: _Source) -> ModelConfig:
     return ModelConfig(**values)
 
 
-def _alias_policy(raw: Any, source: _Source) -> tuple[tuple[str, AliasPolicy], ...]:
+def _alias_policy(raw: Any, source: Source) -> tuple[tuple[str, AliasPolicy], ...]:
     """The [alias_policy."<name>"] tables: each key set overrides that name's built-in policy (aliases.py)."""
     if not isinstance(raw, Mapping):
         raise source.error("[alias_policy]", 'must be a table of tables ([alias_policy."qwen-plus"])')
@@ -347,7 +200,7 @@ def _alias_policy(raw: Any, source: _Source) -> tuple[tuple[str, AliasPolicy], .
     return tuple(out)
 
 
-def _check_model(config: ModelConfig, where: str, source: _Source) -> None:
+def _check_model(config: ModelConfig, where: str, source: Source) -> None:
     if config.parallel < 1:
         raise source.error(where, "parallel must be at least 1")
     if (
@@ -370,7 +223,7 @@ def _check_model(config: ModelConfig, where: str, source: _Source) -> None:
         raise source.error(where, "watchdog_s must be more than 0")
 
 
-def _server(raw: Any, source: _Source) -> tuple[ServerConfig, list[str], list[str]]:
+def _server(raw: Any, source: Source) -> tuple[ServerConfig, list[str], list[str]]:
     """The [server] table, and the plain keys and hashes it lists (hashed or kept by load_settings)."""
     if not isinstance(raw, Mapping):
         raise source.error("[server]", "must be a table")
@@ -387,7 +240,7 @@ def _server(raw: Any, source: _Source) -> tuple[ServerConfig, list[str], list[st
     return server, list(plain), list(hashes)
 
 
-def _read_toml(config_file: str | None, source: _Source) -> dict[str, Any]:
+def _read_toml(config_file: str | None, source: Source) -> dict[str, Any]:
     if not config_file:
         return {}
     try:
@@ -420,7 +273,7 @@ def load_settings(
 ) -> Settings:
     """Merge file < environment < command line. Plain keys are hashed here and never kept."""
     env = os.environ if environ is None else environ
-    source = _Source(config_file)
+    source = Source(config_file)
     raw = _read_toml(config_file, source)
     server, plain_keys, listed = _server(raw.get("server", {}), source)
     hashes = [(f"key{i}", h.removeprefix("sha256:")) for i, h in enumerate(listed)]
@@ -439,9 +292,14 @@ def load_settings(
     _check_unique_names(models, source)
     media = _media(raw.get("media", {}), allow_private_urls, source)
     policy = _alias_policy(raw.get("alias_policy", {}), source)
-    uploads = _uploads(raw.get("uploads", {}), source)
-    store, limits = _store(raw.get("store", {}), source), _limits(raw.get("limits", {}), source)
-    search = _search(raw.get("search", {}), env, source)
+    uploads = parse_uploads(raw.get("uploads", {}), source)
+    store, limits = parse_store(raw.get("store", {}), source), parse_limits(raw.get("limits", {}), source)
+    search = parse_search(raw.get("search", {}), env, source)
+    code = parse_code_interpreter(raw.get("code_interpreter", {}), source)
+    if code.test_pinned_code is not None and not server.test_faults:
+        raise source.error(
+            "[code_interpreter].test_pinned_code", "is a test seam: it needs [server] test_faults = true"
+        )
     return Settings(
         server=server,
         models=tuple(models),
@@ -451,10 +309,11 @@ def load_settings(
         store=store,
         limits=limits,
         search=search,
+        code_interpreter=code,
     )
 
 
-def _models(raw: list[Any], source: _Source, model_path: str | None, overrides: dict[str, Any]) -> list[ModelConfig]:
+def _models(raw: list[Any], source: Source, model_path: str | None, overrides: dict[str, Any]) -> list[ModelConfig]:
     """The [[models]] tables, then the command line's --model (first, with the DashScope aliases) and its
     overrides of the first model; each model checked once it is final."""
     models = [_model(m, i, source) for i, m in enumerate(raw)]
@@ -469,11 +328,11 @@ def _models(raw: list[Any], source: _Source, model_path: str | None, overrides: 
     if overrides:
         models[0] = replace(models[0], **overrides)
     for i, model in enumerate(models):
-        _check_model(model, f"models[{i}]", _Source(None) if i == 0 and overrides else source)
+        _check_model(model, f"models[{i}]", Source(None) if i == 0 and overrides else source)
     return models
 
 
-def _check_unique_names(models: Sequence[ModelConfig], source: _Source) -> None:
+def _check_unique_names(models: Sequence[ModelConfig], source: Source) -> None:
     seen: dict[str, str] = {}
     for m in models:
         for name in (m.name, *m.aliases):

@@ -16,7 +16,8 @@ from qwenhost.api.app import create_app
 from qwenhost.api.options import EdgeOptions
 from qwenhost.api.routes.admin import AdminRoutes
 from qwenhost.api.team import TeamHook, TeamServices
-from qwenhost.config import ConfigError, ModelConfig, ServerConfig, Settings, UploadsConfig, embedded_model_path
+from qwenhost.config import ConfigError, ModelConfig, ServerConfig, Settings, embedded_model_path
+from qwenhost.config_features import UploadsConfig
 from qwenhost.core.errors import ServeError
 from qwenhost.engine.llamacpp.backend import EngineConfig, LlamaCppBackend
 from qwenhost.engine.llamacpp.cpu_probe import extra_buffers_work
@@ -34,6 +35,7 @@ from qwenhost.ops.store.keys import has_active_keys
 from qwenhost.ops.store.runner import AsyncStore
 from qwenhost.ops.uploads import ObjectStore
 from qwenhost.service.chat import ChatService
+from qwenhost.service.code_interpreter import CodeInterpreterFeature, SandboxGate
 from qwenhost.service.media import MediaPipeline
 from qwenhost.service.models import ModelRegistry, ServedModel
 from qwenhost.service.search import SearchFeature, page_reader
@@ -198,12 +200,17 @@ def search_providers(config: SearchConfig) -> list[SearchProvider]:
 
 
 def tool_loop(settings: Settings, media: MediaPipeline) -> ToolLoop:
-    """The server-side tools: search (enable_search) when [search] enabled is true."""
+    """The server-side tools: search (enable_search) and the code interpreter (enable_code_interpreter),
+    each unless its table says enabled = false."""
     config = settings.search
     features: list[ServerFeature] = []
     if config.enabled:
         searcher = Searcher(search_providers(config), config, page_reader(media.fetcher))
         features.append(SearchFeature(searcher))
+    code = settings.code_interpreter
+    if code.enabled:
+        gate = SandboxGate(code.sandbox, code.test_pinned_code)
+        features.append(CodeInterpreterFeature(gate, code.max_calls))
     loop_config = ToolLoopConfig(config.max_rounds, config.total_timeout_s, config.keepalive_s)
     return ToolLoop(features, loop_config)
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from qwenhost.config import ConfigError, LimitsConfig, ModelLimit, StoreConfig, default_store_path, load_settings
+from qwenhost.config import ConfigError, load_settings
+from qwenhost.config_features import LimitsConfig, ModelLimit, StoreConfig, default_store_path
 
 
 def _load(tmp_path: Path, text: str) -> tuple[StoreConfig, LimitsConfig]:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from qwenhost.config import ConfigError, Settings, UploadsConfig, load_settings
+from qwenhost.config import ConfigError, Settings, load_settings
+from qwenhost.config_features import UploadsConfig
 from qwenhost.main import open_uploads
 
 

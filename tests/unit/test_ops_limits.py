@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from qwenhost.config import ConfigError, LimitsConfig, ModelLimit, Settings
+from qwenhost.config import ConfigError, Settings
+from qwenhost.config_features import LimitsConfig, ModelLimit
 from qwenhost.main import limit_policy
 from qwenhost.ops.limits import Limit, LimitPolicy, RateInfo, ScopeLimit, Window
 from qwenhost.service.models import ModelRegistry

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +47,24 @@ def native_usage(usage: Usage) -> dict[str, Any]:
     return out
 
 
-def search_sources(job: Job, reports: list[ToolReport]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def tool_fields(job: Job, reports: Sequence[ToolReport]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the server tools add to ``output`` (``search_info``, ``tool_info``) and ``usage.plugins``: the
+    code the interpreter ran, never its output (spec §4.9, native)."""
+    output: dict[str, Any] = {}
+    plugins: dict[str, Any] = {}
+    info, searched = search_sources(job, reports)
+    if info is not None and searched is not None:
+        output["search_info"], plugins = info, searched
+    codes = [r for r in reports if r.name == "code_interpreter"]
+    if codes:
+        output["tool_info"] = [
+            {"type": "code_interpreter", "code_interpreter": {"code": r.info.get("code", "")}} for r in codes
+        ]
+        plugins["code_interpreter"] = {"count": len(codes)}
+    return output, plugins
+
+
+def search_sources(job: Job, reports: Sequence[ToolReport]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """``output.search_info`` and ``usage.plugins`` when the request asked for sources (spec §4.8)."""
     options = job.request.search_options
     searches = [r for r in reports if r.name == "search"]
@@ -88,8 +106,8 @@ def _call(index: int, call_id: str, name: str | None, arguments: str) -> dict[st
 
 def native_completion(answer: FoldedAnswer, job: Job, options: NativeOptions) -> dict[str, Any]:
     usage = native_usage(answer.usage) if answer.usage is not None else {}
-    info, plugins = search_sources(job, answer.tool_reports)
-    if plugins is not None:
+    extra, plugins = tool_fields(job, answer.tool_reports)
+    if plugins:
         usage["plugins"] = plugins
     body: dict[str, Any] = {"output": {}, "usage": usage, "request_id": job.request_id}
     if result_format(options, job) == "text":
@@ -97,8 +115,7 @@ def native_completion(answer: FoldedAnswer, job: Job, options: NativeOptions) ->
         body["output"] = {"text": first.content, "finish_reason": first.finish_reason}
     else:
         body["output"] = {"choices": _choices(answer, options)}
-    if info is not None:
-        body["output"]["search_info"] = info
+    body["output"].update(extra)
     return body
 
 
@@ -205,10 +222,10 @@ class NativeStream:
         else:
             message = {"role": "assistant", **fields, "content": _content(fields["content"], self._options.multimodal)}
             output = {"choices": [{"finish_reason": finish, "message": message, "index": index}]}
-        info, plugins = search_sources(self._job, self._reports)
+        extra, plugins = tool_fields(self._job, self._reports)
         usage = self._running_usage()
-        if info is not None and plugins is not None:
-            output["search_info"] = info
+        output.update(extra)
+        if plugins:
             usage["plugins"] = plugins
         self._id += 1
         payload = {"output": output, "usage": usage, "request_id": self._job.request_id}

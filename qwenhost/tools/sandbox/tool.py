@@ -24,15 +24,21 @@ PARAMETERS: Mapping[str, Any] = {
 class CodeInterpreterTool:
     """A ServerTool over one prepared Sandbox. ``info`` carries the code only, never its output (spec §4.9)."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: Sandbox, pinned_code: str | None = None) -> None:
         self._sandbox = sandbox
+        # A test seam ([code_interpreter] test_pinned_code, only with [server] test_faults): the definition
+        # allows this one program, so a random-weight test model writes it through the real grammar.
+        self._pinned = pinned_code
 
     @property
     def name(self) -> str:
         return NAME
 
     def definition(self) -> ToolSpec:
-        return ToolSpec(name=NAME, description=DESCRIPTION, parameters=PARAMETERS)
+        if self._pinned is None:
+            return ToolSpec(name=NAME, description=DESCRIPTION, parameters=PARAMETERS)
+        pinned = {"type": "object", "properties": {"code": {"const": self._pinned}}, "required": ["code"]}
+        return ToolSpec(name=NAME, description=DESCRIPTION, parameters=pinned)
 
     async def run(self, arguments: Mapping[str, Any], *, timeout_s: float) -> ToolOutcome:
         """Run ``arguments["code"]``; a program the model got wrong becomes a message to it, not an error."""
