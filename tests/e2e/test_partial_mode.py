@@ -85,7 +85,8 @@ def test_enable_thinking_is_refused_on_a_model_without_thinking(client: openai.O
             assert f'"message":"{message}"' in str(err.value.body)
         else:
             assert isinstance(err.value.body, dict)
-            assert (err.value.body["message"], err.value.body["code"]) == (message, "invalid_parameter_error")
+            code = "InvalidParameter.NotSupportEnableThinking"  # the catalogue's own code (spec §3.2)
+            assert (err.value.body["message"], err.value.body["code"]) == (message, code)
     done = client.chat.completions.create(
         model="qwen-plus", messages=QUESTION, max_tokens=4, extra_body={"enable_thinking": False}
     )
