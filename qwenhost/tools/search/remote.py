@@ -83,10 +83,10 @@ class SearxngProvider:
         ][:k]
 
 
-class BraveProvider:
-    """``GET {base}/res/v1/web/search?q=…&count=k`` with ``X-Subscription-Token`` → ``web.results[]``."""
+class _KeyedProvider:
+    """A provider behind an API key: usable only once the key is configured."""
 
-    name = "brave"
+    name = "keyed"
 
     def __init__(
         self, base_url: str, api_key: str | None, timeout_s: float, transport: httpx.AsyncBaseTransport | None = None
@@ -97,6 +97,12 @@ class BraveProvider:
 
     def is_usable(self) -> bool:
         return bool(self.api_key)
+
+
+class BraveProvider(_KeyedProvider):
+    """``GET {base}/res/v1/web/search?q=…&count=k`` with ``X-Subscription-Token`` → ``web.results[]``."""
+
+    name = "brave"
 
     async def search(self, query: str, *, k: int) -> list[Hit]:
         headers = {"X-Subscription-Token": self.api_key or "", "Accept": "application/json"}
@@ -118,20 +124,10 @@ class BraveProvider:
         ][:k]
 
 
-class TavilyProvider:
+class TavilyProvider(_KeyedProvider):
     """``POST {base}/search {query, max_results, search_depth: basic}`` with a Bearer key → ``results[]``."""
 
     name = "tavily"
-
-    def __init__(
-        self, base_url: str, api_key: str | None, timeout_s: float, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
-        self.http = _Http(self.name, timeout_s, transport)
-
-    def is_usable(self) -> bool:
-        return bool(self.api_key)
 
     async def search(self, query: str, *, k: int) -> list[Hit]:
         payload = {"query": query, "max_results": min(k, 20), "search_depth": "basic"}
