@@ -14,6 +14,7 @@ INDEX = "index.html"
 ASSETS = {
     INDEX: "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
+    "wire.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
 }
 ASSET_PATHS = frozenset(f"/web/{name}" for name in ASSETS if name != INDEX)
