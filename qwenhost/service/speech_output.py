@@ -76,7 +76,7 @@ class _Speaking:
                 yield event
                 if isinstance(event, ContentDelta) and event.choice == 0:
                     self._queue(self.splitter.feed(event.text))
-                async for audio in self._ready(wait=len(self.pending) > self.speaker.max_pending):
+                async for audio in self._ready(wait=len(self.pending) >= self.speaker.max_pending):
                     yield audio
             self._queue(self.splitter.finish())
             async for audio in self._ready(wait=True, drain=True):

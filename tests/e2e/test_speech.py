@@ -155,11 +155,14 @@ def test_audio_chunks_follow_the_text_and_precede_the_finish(server: RunningServ
     ("change", "message"),
     [
         ({"stream": False}, "'audio' output only support with stream=true"),
-        ({"audio": {"voice": "Tina", "format": "wav"}}, "Input should be 'Cherry', 'Serena', 'Ethan' or 'Chelsie': parameters.audio.voice"),
+        (
+            {"audio": {"voice": "Tina", "format": "wav"}},
+            "Input should be 'Cherry', 'Serena', 'Ethan' or 'Chelsie': parameters.audio.voice",
+        ),
         ({"audio": {"voice": "Cherry", "format": "mp3"}}, "Input should be 'wav': parameters.audio.format"),
         ({"audio": None}, "needs 'audio'"),
     ],
-)  # fmt: skip
+)
 def test_errors_match_the_spec(client: openai.OpenAI, change: dict[str, Any], message: str) -> None:
     body: dict[str, Any] = {
         "model": MODEL,

@@ -93,13 +93,33 @@ def test_auto_source_language_is_accepted(mt: openai.OpenAI, mt_server: RunningS
 @pytest.mark.parametrize(
     ("messages", "options", "message"),
     [
-        ([{"role": "system", "content": "Be formal."}, {"role": "user", "content": TEXT}], {}, "takes no system message"),
-        ([{"role": "user", "content": TEXT}, {"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}], {}, "exactly one message, with role user"),
-        ([{"role": "user", "content": TEXT}], {"target_lang": "Klingon"}, "'Klingon' is not a supported language: Chinese, English"),
+        (
+            [{"role": "system", "content": "Be formal."}, {"role": "user", "content": TEXT}],
+            {},
+            "takes no system message",
+        ),
+        (
+            [
+                {"role": "user", "content": TEXT},
+                {"role": "assistant", "content": "x"},
+                {"role": "user", "content": "y"},
+            ],
+            {},
+            "exactly one message, with role user",
+        ),
+        (
+            [{"role": "user", "content": TEXT}],
+            {"target_lang": "Klingon"},
+            "'Klingon' is not a supported language: Chinese, English",
+        ),
         ([{"role": "user", "content": TEXT}], {"source_lang": None}, "translation_options.source_lang is required"),
-        ([{"role": "user", "content": TEXT}], {"terms": [{"source": "a"}]}, "translation_options.terms must be a list of"),
+        (
+            [{"role": "user", "content": TEXT}],
+            {"terms": [{"source": "a"}]},
+            "translation_options.terms must be a list of",
+        ),
     ],
-)  # fmt: skip
+)
 def test_conversations_qwen_mt_does_not_take_are_refused(
     mt: openai.OpenAI, messages: list[dict[str, Any]], options: dict[str, Any], message: str
 ) -> None:
