@@ -17,7 +17,7 @@ AUTO = "auto"
 # Qwen-MT's languages by their English names (the model card's list); source_lang may also be "auto".
 LANGUAGES = (
     "Chinese", "English", "Japanese", "Korean", "Thai", "French", "German", "Spanish", "Arabic", "Indonesian",
-    "Vietnamese", "Brazilian Portuguese", "Portuguese", "Italian", "Dutch", "Russian", "Khmer", "Lao", "Burmese",
+    "Vietnamese", "Portuguese", "Italian", "Dutch", "Russian", "Khmer", "Lao", "Burmese",
     "Cebuano", "Traditional Chinese", "Cantonese", "Malay", "Hindi", "Hebrew", "Tamil", "Urdu", "Bengali",
     "Polish", "Romanian", "Turkish", "Czech", "Greek", "Swedish", "Hungarian", "Danish", "Finnish", "Ukrainian",
     "Bulgarian", "Serbian", "Telugu", "Afrikaans", "Armenian", "Assamese", "Asturian", "Basque", "Belarusian",
