@@ -78,6 +78,8 @@ def serve(engine: Espeak, requests: BinaryIO, out: BinaryIO) -> None:
 
 
 def main() -> None:
+    # Ctrl-C reaches the whole process group: the server shuts down and closes our stdin, which ends us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = sys.stdout.buffer
     try:
         engine = Espeak(*library_paths())
