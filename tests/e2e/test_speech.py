@@ -207,3 +207,31 @@ def test_native_protocol_carries_output_audio(server: RunningServer) -> None:
     check_speech(pcm, ENGLISH, (0.03, 0.15))
     assert last is not None and last["output"]["choices"][0]["finish_reason"] == "stop"
     assert last["usage"]["output_tokens_details"]["audio_tokens"] == -(-len(pcm) * 25 // 48_000)
+
+
+def test_dashscope_sdk_reads_output_audio(server: RunningServer) -> None:
+    dashscope = pytest.importorskip("dashscope")
+    saved = dashscope.base_http_api_url
+    dashscope.base_http_api_url = server.root + "/api/v1"
+    try:
+        chunks = list(
+            dashscope.MultiModalConversation.call(
+                api_key="sk-local-test",
+                model="qwen3-omni-flash",
+                messages=[{"role": "user", "content": [{"text": "Say it."}]}],
+                modalities=["text", "audio"],
+                audio={"voice": "Chelsie", "format": "wav"},
+                response_format=pinned(ENGLISH),
+                stream=True,
+                incremental_output=True,
+            )
+        )
+    finally:
+        dashscope.base_http_api_url = saved
+    assert all(c.status_code == 200 for c in chunks), chunks[-1]
+    audio = "".join(c.output.audio.data for c in chunks if c.output.audio is not None)
+    check_speech(base64.b64decode(audio), ENGLISH, (0.03, 0.15))
+    text = "".join(
+        c.output.choices[0].message.content[0]["text"] for c in chunks if c.output.choices[0].message.content
+    )
+    assert json.loads(text) == ENGLISH
