@@ -8,7 +8,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import subprocess
+import sys
 import wave
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +19,7 @@ import numpy as np
 import openai
 import pytest
 
-from tests.support.server import RunningServer
+from tests.support.server import REPO, RunningServer, running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -235,3 +238,38 @@ def test_dashscope_sdk_reads_output_audio(server: RunningServer) -> None:
         c.output.choices[0].message.content[0]["text"] for c in chunks if c.output.choices[0].message.content
     )
     assert json.loads(text) == ENGLISH
+
+
+def test_a_server_side_tool_loop_answer_is_spoken(tiny_qwen3_gguf: Path, tmp_path: Path) -> None:
+    """A forced search runs through service/tool_loop.py; the answer it leads to is spoken after it."""
+    (tmp_path / "doc.md").write_text("# Note\n\nThe capybara festival opens on Tuesday.\n", "utf-8")
+    index = tmp_path / "index.sqlite3"
+    subprocess.run(
+        [sys.executable, "-m", "qwenhost", "index", "add", str(tmp_path / "doc.md"), "--index", str(index)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    config = (
+        f'[[models]]\nname = "tiny"\npath = "{tiny_qwen3_gguf}"\ncontext_length = 2048\nthreads = 1\n'
+        f'aliases = ["{MODEL}"]\n[search]\nindex_path = "{index}"\n'
+    )
+    with running_server(tmp_path, config=config) as srv:
+        client = openai.OpenAI(base_url=srv.base_url, api_key="sk-test", max_retries=0, timeout=120)
+        stream = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "When does the capybara festival open?"}],
+            modalities=["text", "audio"],
+            audio={"voice": "Cherry", "format": "wav"},
+            stream=True,
+            response_format=pinned(ENGLISH),  # type: ignore[arg-type]
+            extra_body={"enable_search": True, "search_options": {"forced_search": True}, "enable_thinking": False},
+        )
+        fragments, content = [], ""
+        for chunk in stream:
+            if chunk.choices:
+                fragment = audio_data(chunk.choices[0].delta)
+                fragments += [fragment] if fragment is not None else []
+                content += chunk.choices[0].delta.content or ""
+    assert json.loads(content) == ENGLISH
+    check_speech(base64.b64decode("".join(fragments)), ENGLISH, (0.03, 0.15))
