@@ -28,6 +28,7 @@ from qwenhost.config_source import Source
 from qwenhost.core.types import SamplingOverrides
 from qwenhost.formats.registry import FORMATS
 from qwenhost.media.policy import MediaPolicy
+from qwenhost.speech.config import SpeechConfig
 from qwenhost.tools.search.config import SearchConfig
 
 EMBEDDED = "embedded"
@@ -45,7 +46,18 @@ DASHSCOPE_ALIASES = DEFAULT_TEXT_ALIASES
 # name to its ggml type and refuses any other.
 KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-TABLES = ("server", "models", "media", "alias_policy", "uploads", "store", "limits", "search", "code_interpreter")
+TABLES = (
+    "server",
+    "models",
+    "media",
+    "alias_policy",
+    "uploads",
+    "store",
+    "limits",
+    "search",
+    "code_interpreter",
+    "speech",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +130,7 @@ class Settings:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     code_interpreter: CodeInterpreterConfig = field(default_factory=CodeInterpreterConfig)
+    speech: SpeechConfig = field(default_factory=SpeechConfig)
 
 
 def _media(raw: Any, allow_private_urls: bool | None, source: Source) -> MediaPolicy:
@@ -300,7 +313,11 @@ def load_settings(
         raise source.error(
             "[code_interpreter].test_pinned_code", "is a test seam: it needs [server] test_faults = true"
         )
+    speech = SpeechConfig(**source.table(raw.get("speech", {}), SpeechConfig, "[speech]"))
+    if speech.problems():
+        raise source.error("[speech]", "; ".join(speech.problems()))
     return Settings(
+        speech=speech,
         server=server,
         models=tuple(models),
         media=media,

@@ -38,8 +38,12 @@ from qwenhost.service.chat import ChatService
 from qwenhost.service.code_interpreter import CodeInterpreterFeature, SandboxGate
 from qwenhost.service.media import MediaPipeline
 from qwenhost.service.models import ModelRegistry, ServedModel
+from qwenhost.service.prepare import NO_AUDIO
 from qwenhost.service.search import SearchFeature, page_reader
+from qwenhost.service.speech_output import SpeechOutput
 from qwenhost.service.tool_loop import ServerFeature, ToolLoop, ToolLoopConfig
+from qwenhost.speech.config import SpeechConfig
+from qwenhost.speech.engine import EspeakEngine, SpeechError
 from qwenhost.templates.renderer import ChatTemplate, builtin_template
 from qwenhost.tools.search.config import SearchConfig
 from qwenhost.tools.search.local import LocalIndex
@@ -215,6 +219,21 @@ def tool_loop(settings: Settings, media: MediaPipeline) -> ToolLoop:
     return ToolLoop(features, loop_config)
 
 
+def speech_output(config: SpeechConfig) -> tuple[SpeechOutput | None, str]:
+    """The speaker for ``modalities: ["text", "audio"]``, tried once at start; else None and the refusal."""
+    if not config.enabled:
+        return None, NO_AUDIO
+    engine = EspeakEngine(language=config.language, timeout_s=config.timeout_s)
+    try:
+        engine.probe()
+    except SpeechError as exc:
+        engine.close()
+        log.error("audio output is off: the speech engine cannot start: %s", exc)
+        return None, f"Audio output is not available on this server: {exc}"
+    log.info("audio output: %s (language %s)", engine.name, config.language)
+    return SpeechOutput(engine, max_pending=config.max_pending), NO_AUDIO
+
+
 def open_store(settings: Settings) -> Engine | None:
     """The store's engine, migrated (None with [store] enabled = false); a store that cannot open stops the start."""
     if not settings.store.enabled:
@@ -254,12 +273,15 @@ def build_app(
 ) -> Starlette:
     uploads = open_uploads(settings.uploads)
     media = MediaPipeline(settings.media, objects=uploads)
+    speech, no_speech = speech_output(settings.speech)
     service = ChatService(
         registry,
         request_timeout_s=settings.server.request_timeout_s,
         cache_isolation=settings.server.cache_isolation,
         media=media,
         tool_loop=tool_loop(settings, media),
+        speech=speech,
+        no_speech=no_speech,
     )
     # Metric labels come from configured names only (/metrics needs no key: bounded memory).
     names = {name: model.name for name, model in registry.names()}

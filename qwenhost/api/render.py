@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from qwenhost.core.events import (
+    AudioDelta,
     ChatEvent,
     ContentDelta,
     Finish,
@@ -51,13 +53,29 @@ def usage_json(usage: Usage) -> dict[str, Any]:
         "total_tokens": usage.total_tokens,
         "completion_tokens_details": None,  # present as null when there is no breakdown (spec §2.2)
     }
-    if usage.reasoning_tokens is not None:
-        out["completion_tokens_details"] = {
-            "reasoning_tokens": usage.reasoning_tokens,
-            "text_tokens": usage.completion_tokens - usage.reasoning_tokens,
-        }
+    out["completion_tokens_details"] = completion_details(usage)
     out["prompt_tokens_details"] = prompt_details
     return out
+
+
+def completion_details(usage: Usage) -> dict[str, Any] | None:
+    """reasoning_tokens of a thinking answer, audio_tokens of a spoken one (docs/speech-and-translation.md),
+    and text_tokens, the rest; None when there is no breakdown (spec §2.2)."""
+    details: dict[str, Any] = {}
+    if usage.reasoning_tokens is not None:
+        details["reasoning_tokens"] = usage.reasoning_tokens
+    if usage.output_audio_tokens is not None:
+        details["audio_tokens"] = usage.output_audio_tokens
+    if not details:
+        return None
+    details["text_tokens"] = usage.completion_tokens - sum(details.values())
+    return details
+
+
+def audio_json(event: AudioDelta, created: int) -> dict[str, Any]:
+    """``delta.audio`` (spec §4.10): base64 of raw PCM16 mono 24 kHz; ``expires_at`` as Model Studio describes
+    it, the request's creation time. Never a ``transcript``: the text is in ``content``."""
+    return {"data": base64.b64encode(event.data).decode("ascii"), "expires_at": created}
 
 
 class ChunkRenderer:
@@ -103,6 +121,8 @@ class ChunkRenderer:
             return self._chunk([self._choice(event.choice, delta, logprobs=lp)])
         if isinstance(event, ReasoningDelta):
             return self._chunk([self._choice(event.choice, {"content": None, "reasoning_content": event.text})])
+        if isinstance(event, AudioDelta):
+            return self._chunk([self._choice(event.choice, {"audio": audio_json(event, self._created)})])
         if isinstance(event, ToolCallStart):
             call = {
                 "index": event.index,

@@ -33,6 +33,15 @@ class ContentDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class AudioDelta:
+    """A piece of the spoken answer: PCM16 mono 24 kHz, a multiple of 6 bytes (spec §4.10). Streaming only:
+    the folded answer has no audio (DashScope's non-streaming ``message.audio`` is always null)."""
+
+    choice: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallStart:
     choice: int
     index: int
@@ -77,6 +86,7 @@ ChatEvent = (
     RoleStart
     | ReasoningDelta
     | ContentDelta
+    | AudioDelta
     | ToolCallStart
     | ToolCallArgsDelta
     | Finish
@@ -126,7 +136,7 @@ class _Folder:
         if isinstance(event, ToolReport):
             self.tool_reports.append(event)
             return
-        if isinstance(event, KeepAlive):
+        if isinstance(event, KeepAlive | AudioDelta):
             return
         choice = self._choice(event.choice)
         if isinstance(event, ContentDelta):

@@ -153,6 +153,33 @@ class SearchOptions:
     enable_source: bool = False  # native protocol only: output.search_info (spec §4.8)
 
 
+@dataclass(frozen=True, slots=True)
+class AudioOutput:
+    """``audio`` of a request with ``modalities: ["text", "audio"]`` (spec §4.10): the voice and the format."""
+
+    voice: str
+    format: str = "wav"
+
+
+@dataclass(frozen=True, slots=True)
+class TranslationPair:
+    """A term or a translation-memory entry of ``translation_options`` (spec §4.14)."""
+
+    source: str
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class TranslationOptions:
+    """``translation_options`` (spec §4.14): languages by their English names; ``source_lang`` may be auto."""
+
+    source_lang: str
+    target_lang: str
+    terms: tuple[TranslationPair, ...] = ()
+    tm_list: tuple[TranslationPair, ...] = ()
+    domains: str | None = None
+
+
 @dataclass(frozen=True)
 class ChatRequest:
     """A validated ``/chat/completions`` body. Built by api/wire/request.py; nothing here is wire-shaped."""
@@ -179,11 +206,11 @@ class ChatRequest:
     reasoning_effort: str | None = None
     vl_high_resolution_images: bool = False
     modalities: tuple[str, ...] = ("text",)
-    audio_output: Mapping[str, Any] | None = None
+    audio_output: AudioOutput | None = None  # set exactly when modalities has "audio"
     enable_search: bool = False
     search_options: SearchOptions | None = None
     enable_code_interpreter: bool = False
-    translation_options: Mapping[str, Any] | None = None
+    translation_options: TranslationOptions | None = None
     logit_bias: tuple[tuple[int, float], ...] = ()  # OpenAI extension, not in DashScope's reference
     ignore_eos: bool = False  # qwenhost/vLLM/llama-server extension for benchmarks
     resolve_oss: bool = False  # X-DashScope-OssResourceResolve: enable — oss:// media URLs name uploads
@@ -191,6 +218,10 @@ class ChatRequest:
     @property
     def has_cache_markers(self) -> bool:
         return any(isinstance(m.content, tuple) and any(p.cache_control for p in m.content) for m in self.messages)
+
+    @property
+    def speaks(self) -> bool:
+        return self.audio_output is not None
 
     @property
     def is_partial(self) -> bool:
@@ -230,7 +261,8 @@ class Usage:
     text_tokens: int | None = None
     image_tokens: int | None = None
     video_tokens: int | None = None
-    audio_tokens: int | None = None
+    audio_tokens: int | None = None  # of the prompt (audio input)
+    output_audio_tokens: int | None = None  # of the spoken answer; counted in completion_tokens (docs/speech…)
 
     @property
     def total_tokens(self) -> int:

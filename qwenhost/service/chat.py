@@ -21,7 +21,8 @@ from qwenhost.service.job import Job
 from qwenhost.service.media import DecodedPart, MediaPipeline
 from qwenhost.service.models import ModelRegistry
 from qwenhost.service.output import ChoicePipeline
-from qwenhost.service.prepare import Preparer
+from qwenhost.service.prepare import NO_AUDIO, Preparer
+from qwenhost.service.speech_output import SpeechOutput
 from qwenhost.service.tool_loop import ToolLoop
 from qwenhost.service.tool_stream import ArgumentsAtOnce
 from qwenhost.service.turn import turn_parser
@@ -55,8 +56,11 @@ class ChatService:
         grammar_cache_size: int = MAX_COMPILED_GRAMMARS,
         grammar_wait_s: float = GRAMMAR_VOCABULARY_WAIT_S,
         tool_loop: ToolLoop | None = None,
+        speech: SpeechOutput | None = None,
+        no_speech: str = NO_AUDIO,
     ) -> None:
         self.registry = registry
+        self.speech = speech  # None: audio output is refused with ``no_speech``
         self.tool_loop = tool_loop or ToolLoop(())  # no features: enable_search & co. stay refused by the plan
         self.request_timeout_s = request_timeout_s
         self.media = media or MediaPipeline(MediaPolicy())
@@ -68,6 +72,7 @@ class ChatService:
             vocabulary=VocabularyGate(grammar_wait_s),
             request_timeout_s=request_timeout_s,
             cache_isolation=cache_isolation,
+            audio_refusal=None if speech is not None else no_speech,
         )
         self._pool = ThreadPoolExecutor(max_workers=prepare_workers, thread_name_prefix="qwenhost-prepare")
 
@@ -78,6 +83,8 @@ class ChatService:
     async def aclose(self) -> None:
         """At shutdown: the prepare pool, then the media fetcher and its decoder threads."""
         self.close()
+        if self.speech is not None:
+            self.speech.close()
         await self.media.close()
 
     # -- prepare ----------------------------------------------------------------------------------
@@ -136,7 +143,16 @@ class ChatService:
 
     # -- run --------------------------------------------------------------------------------------
     def run(self, job: Job) -> AsyncIterator[ChatEvent]:
-        """The answer's events: one generation, or the server-side tool loop's rounds (service/tool_loop.py)."""
+        """The answer's events: one generation, or the server-side tool loop's rounds (service/tool_loop.py);
+        spoken (service/speech_output.py) when the request asks for audio."""
+        events = self._answer(job)
+        audio = job.request.audio_output
+        if audio is None:
+            return events
+        assert self.speech is not None, "prepare() refuses audio output without a speech engine"
+        return self.speech.speak(audio, events)
+
+    def _answer(self, job: Job) -> AsyncIterator[ChatEvent]:
         if job.tools is None:
             return self._generate(job)
 

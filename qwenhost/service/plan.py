@@ -120,8 +120,8 @@ def refuse_unsupported(request: ChatRequest) -> None:
         raise NotSupported("This model does not support enable_search.")
     if request.enable_code_interpreter:
         raise NotSupported("This model does not support enable_code_interpreter.")
-    if "audio" in request.modalities or request.audio_output is not None:
-        raise NotSupported("This model does not support audio output.")
+    # Audio output is the preparer's (it knows whether a speech engine runs); translation_options are turned
+    # into the prompt before planning (service/translation.py), so one left here was never handled.
     if request.translation_options is not None:
         raise NotSupported("This model does not support translation_options.")
 

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from qwenhost.constrain.cache import GrammarCache
-from qwenhost.core.errors import UnencodableText
+from qwenhost.core.errors import NotSupported, UnencodableText
 from qwenhost.core.types import ChatRequest
 from qwenhost.engine.protocol import ConstraintFactory, GenerationRequest, MediaSpan, ReasoningBudget, Reservation
-from qwenhost.service import structured
+from qwenhost.service import structured, translation
 from qwenhost.service.job import Job
 from qwenhost.service.media import DecodedPart, MediaPipeline
 from qwenhost.service.mmprompt import MediaPromptBuilder, MediaText, split_media, with_sentinels
@@ -28,6 +29,10 @@ from qwenhost.service.plan import Plan, decide
 from qwenhost.service.prompt import RenderedPrompt, cache_pins
 from qwenhost.service.turn import Turn, build_turn
 from qwenhost.service.vocabulary import VocabularyGate
+
+log = logging.getLogger("qwenhost.service")
+
+NO_AUDIO = "This model does not support audio output."  # [speech] enabled = false: DashScope's wording
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class Preparer:
         vocabulary: VocabularyGate,
         request_timeout_s: float,
         cache_isolation: bool,
+        audio_refusal: str | None = NO_AUDIO,
     ) -> None:
         self.registry = registry
         self.media = media
@@ -78,13 +84,17 @@ class Preparer:
         self.vocabulary = vocabulary
         self.request_timeout_s = request_timeout_s
         self.cache_isolation = cache_isolation
+        self.audio_refusal = audio_refusal  # None: a speech engine speaks answers
 
     def prepare_text(self, request: ChatRequest, request_id: str, key_id: str | None, inject_fault: bool) -> Job:
         """The Job for a request without media parts."""
         with _encodable():
-            model, plan = self._decide(request)
+            asked = request
+            request, model, plan = self._decide(request)
             assert not _has_media(request), "media requests go through draft_media() and finish_media()"
             turn = self._turn(request, model, plan)
+            if asked.translation_options is not None:
+                log.debug("request %s translation prompt: %r", request_id, turn.text)
             tokens = tuple(_tokenize(model, turn.text))
             plan.check_input_length(len(tokens))
             pins = cache_pins(lambda text: _tokenize(model, text), turn.text, turn.marks, tokens)
@@ -98,7 +108,7 @@ class Preparer:
     def draft_media(self, request: ChatRequest, request_id: str, key_id: str | None, inject_fault: bool) -> Draft:
         """Every check of a media request that needs no media, then its reservation (fetch comes next)."""
         with _encodable():
-            model, plan = self._decide(request)
+            request, model, plan = self._decide(request)
             turn = self._turn(request, model, plan)
             num_media = sum(len(m.media) for m in request.messages)
             text = split_media(turn.text, lambda t: _tokenize(model, t), num_media)
@@ -124,12 +134,16 @@ class Preparer:
             raise
 
     # -- stages -----------------------------------------------------------------------------------
-    def _decide(self, request: ChatRequest) -> tuple[ServedModel, Plan]:
+    def _decide(self, request: ChatRequest) -> tuple[ChatRequest, ServedModel, Plan]:
+        """The request the model answers (translation_options become its prompt), its model and its plan."""
         model, spec = self.registry.spec(request.model)  # the model's defaults under the name's policy
+        if request.speaks and self.audio_refusal is not None:
+            raise NotSupported(self.audio_refusal)
+        request = translation.apply(request)
         plan = decide(request, spec)
         if _has_media(request):
             self.media.check_supported(request, model)  # text-only models: a clear 400, not a crash
-        return model, plan
+        return request, model, plan
 
     @staticmethod
     def _turn(request: ChatRequest, model: ServedModel, plan: Plan) -> Turn:

@@ -124,16 +124,17 @@ def test_vision_name_without_a_vision_model_is_404_saying_how() -> None:
 
 
 # -- omni and translation names ----------------------------------------------------------------------
-def test_omni_and_mt_names_reach_the_default_model_and_refuse_what_it_cannot_do() -> None:
+def test_omni_and_mt_names_reach_the_default_model() -> None:
     registry = ModelRegistry([served(), served("other", aliases=())])
     for name in ("qwen-omni-turbo", "qwen3-omni-flash-2025-12-01", "qwen-mt-plus"):
         assert registry.resolve(name).name == "m"
         assert not prepare(registry, name).is_thinking  # without thinking by default, non-streaming works
     assert {"qwen-omni-turbo", "qwen-mt-turbo"} <= {n for n, _ in registry.names()}
-    with pytest.raises(ServeError, match="does not support audio output"):
-        prepare(registry, "qwen-omni-turbo", modalities=["text", "audio"], audio={"voice": "Cherry", "format": "wav"})
-    with pytest.raises(ServeError, match="does not support translation_options"):
-        prepare(registry, "qwen-mt-plus", translation_options={"source_lang": "auto", "target_lang": "English"})
+    audio = {"modalities": ["text", "audio"], "audio": {"voice": "Cherry", "format": "wav"}, "stream": True}
+    with pytest.raises(ServeError, match="does not support audio output"):  # a service without a speech engine
+        prepare(registry, "qwen-omni-turbo", **audio)
+    job = prepare(registry, "qwen-mt-plus", translation_options={"source_lang": "auto", "target_lang": "English"})
+    assert job.request.translation_options is None and job.request.messages[0].role == "system"
     with pytest.raises(ModelNotFound):
         registry.resolve("qwen-omnibus")
 

@@ -78,7 +78,8 @@ def test_what_a_model_reads_differently_is_noted_not_silent() -> None:
     [
         ({"enable_search": True}, "This model does not support enable_search."),
         ({"enable_code_interpreter": True}, "This model does not support enable_code_interpreter."),
-        ({"modalities": ["text", "audio"], "audio": {"voice": "x", "format": "wav"}}, "audio output"),
+        # the preparer turns translation_options into the prompt first (service/translation.py): one that
+        # reaches the plan was never handled, and is refused rather than ignored
         ({"translation_options": {"source_lang": "auto", "target_lang": "en"}}, "translation_options"),
         ({"tool_choice": "required"}, "tool_choice 'required' needs at least one tool"),
         ({"response_format": {"type": "json_object"}}, JSON_WORD),

@@ -10,8 +10,10 @@ from typing import Any
 from qwenhost.api.errors import dumps
 from qwenhost.api.native.errors import native_error_body
 from qwenhost.api.native.request import NativeOptions
+from qwenhost.api.render import audio_json
 from qwenhost.core.errors import ServeError
 from qwenhost.core.events import (
+    AudioDelta,
     ChatEvent,
     ContentDelta,
     Finish,
@@ -39,6 +41,13 @@ def native_usage(usage: Usage) -> dict[str, Any]:
     }
     if usage.reasoning_tokens is not None:
         out["output_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    if usage.output_audio_tokens is not None:  # a spoken answer (docs/speech-and-translation.md)
+        spent = (usage.reasoning_tokens or 0) + usage.output_audio_tokens
+        out["output_tokens_details"] = {
+            **out.get("output_tokens_details", {}),
+            "audio_tokens": usage.output_audio_tokens,
+            "text_tokens": usage.completion_tokens - spent,
+        }
     details = {k: getattr(usage, k) for k in ("text_tokens", "image_tokens", "video_tokens", "audio_tokens")}
     details = {k: v for k, v in details.items() if v is not None}
     if details:
@@ -165,6 +174,8 @@ class NativeStream:
         if isinstance(event, Finish):
             self._choice(event.choice).finish = event.reason
             return None
+        if isinstance(event, AudioDelta):  # always incremental: each event carries the next piece only
+            return self._frame(event.choice, {}, STREAMING, audio=audio_json(event, self._job.created))
         if not isinstance(event, Delta):
             return None
         self._pieces += 1
@@ -207,7 +218,7 @@ class NativeStream:
                 state.finish = None
         return out
 
-    def _frame(self, index: int, delta: dict[str, Any], finish: str) -> bytes:
+    def _frame(self, index: int, delta: dict[str, Any], finish: str, audio: dict[str, Any] | None = None) -> bytes:
         state = self._choice(index)
         if self._incremental:
             fields = {"content": "", **delta}
@@ -225,6 +236,8 @@ class NativeStream:
         extra, plugins = tool_fields(self._job, self._reports)
         usage = self._running_usage()
         output.update(extra)
+        if audio is not None:
+            output["audio"] = {**audio, "id": self._job.request_id}  # Omni's output.audio (native §3.1)
         if plugins:
             usage["plugins"] = plugins
         self._id += 1

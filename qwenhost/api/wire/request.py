@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qwenhost.api.wire.messages import parse_messages
+from qwenhost.api.wire.outputs import read_outputs
 from qwenhost.api.wire.sampling import parse_stop, read_choices, read_limits, read_logit_bias, read_sampling
 from qwenhost.api.wire.tools import read_response_format, read_search_options, read_tool_choice, read_tools
 from qwenhost.api.wire.values import read_bool
@@ -101,7 +102,8 @@ def read_chat(body: Any) -> WireRequest:
     if tools and n != 1:
         raise InvalidParameter("The n parameter must be 1 when tools are provided.")
     limits = read_limits(body)
-    thinking, outputs = _thinking(body), _outputs(body)  # checked in the order DashScope reports them
+    thinking = _thinking(body)  # checked in the order DashScope reports them
+    outputs = read_outputs(body, messages, stream=stream, n=n)
     for key in OTHER_MODELS_ONLY:
         if body.get(key) is not None:
             raise NotSupported(f"This model does not support {key}.")
@@ -169,17 +171,3 @@ def _thinking(body: Mapping[str, Any]) -> dict[str, Any]:
         if said is not None:
             out["enable_thinking"] = said
     return out
-
-
-def _outputs(body: Mapping[str, Any]) -> dict[str, Any]:
-    """``modalities``, ``audio`` and ``translation_options``: shapes only (service/ refuses the features)."""
-    modalities = body.get("modalities") or ["text"]
-    if not isinstance(modalities, list) or not set(modalities) <= {"text", "audio"}:
-        raise InvalidParameter('\'modalities\' must be ["text"] or ["text", "audio"]')
-    audio = body.get("audio")
-    if audio is not None and not isinstance(audio, Mapping):
-        raise InvalidParameter("'audio' must be an object with voice and format")
-    translation = body.get("translation_options")
-    if translation is not None and not isinstance(translation, Mapping):
-        raise InvalidParameter("'translation_options' must be an object")
-    return {"modalities": tuple(modalities), "audio_output": audio, "translation_options": translation}
