@@ -13,23 +13,23 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import ray.exceptions
 from ray import serve
 from ray.serve.config import RequestRouterConfig
 from ray.serve.deployment import Application
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from starlette.types import ASGIApp
 
 from qwenhost.config import ConfigError, Settings, load_settings
 from qwenhost.deploy.ray.forward import ForwardedRequest, ResponseStart, answer
 from qwenhost.deploy.ray.ingress import Ingress, IngressConfig
 from qwenhost.deploy.ray.policy import PolicyConfig
-from qwenhost.deploy.ray.router import PrefixAffinityRouter
 from qwenhost.main import build_app, load_models, open_store
 from qwenhost.ops.lifecycle import Lifecycle
 
+ROUTER_CLASS = "qwenhost.deploy.ray.router:PrefixAffinityRouter"  # imported by each handle's process
 ROUTERS = ("prefix", "default")  # default: Ray's PowerOfTwoChoices (for comparison; no affinity)
 # A replica whose actor died or cannot be reached: the request never started there, so another may take it.
 RETRYABLE: tuple[type[BaseException], ...] = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
@@ -58,12 +58,13 @@ class EngineReplica:
     def __del__(self) -> None:
         for model in getattr(self, "registry", ()):
             model.backend.close()
-        if getattr(self, "store", None) is not None:
-            self.store.dispose()
+        store = getattr(self, "store", None)
+        if store is not None:
+            store.dispose()
 
 
 class HttpIngress:
-    def __init__(self, engine: DeploymentHandle, config: IngressConfig) -> None:
+    def __init__(self, engine: DeploymentHandle[Any], config: IngressConfig) -> None:
         self.engine = engine.options(stream=True)
         self.config = config
 
@@ -71,7 +72,7 @@ class HttpIngress:
         return Ingress(self._call, RETRYABLE, self.config)
 
     async def _call(self, request: ForwardedRequest) -> AsyncIterator[ResponseStart | bytes]:
-        response = self.engine.forward.remote(request)
+        response = cast(DeploymentResponseGenerator[Any], self.engine.forward.remote(request))
         finished = False
         try:
             async for item in response:
@@ -79,7 +80,7 @@ class HttpIngress:
             finished = True
         finally:
             if not finished:  # the client left or the relay failed: stop the replica's work too
-                response.cancel()
+                response.cancel()  # type: ignore[no-untyped-call]
 
 
 def build(settings: Settings, replicas: int, router: str = "prefix", policy: PolicyConfig | None = None) -> Application:
@@ -95,19 +96,19 @@ def build(settings: Settings, replicas: int, router: str = "prefix", policy: Pol
     router_config = RequestRouterConfig()
     if router == "prefix":
         fields = _fields(policy or PolicyConfig())
-        router_config = RequestRouterConfig(request_router_class=PrefixAffinityRouter, request_router_kwargs=fields)
+        # Ray types the field as its serialised form (dict); it accepts an import path.
+        router_config = RequestRouterConfig(request_router_class=ROUTER_CLASS, request_router_kwargs=fields)  # type: ignore[arg-type]
     engine = serve.deployment(
-        EngineReplica,
         name="EngineReplica",
         num_replicas=replicas,
         ray_actor_options={"num_cpus": threads},
         max_ongoing_requests=model.parallel + model.max_waiting,
         graceful_shutdown_timeout_s=settings.server.shutdown_grace_s,
         request_router_config=router_config,
-    ).bind(settings)
+    )(EngineReplica).bind(settings)
     ingress_config = IngressConfig(max_body_bytes=settings.server.max_body_bytes)
     ingress_class = serve.ingress()(HttpIngress)
-    ingress = serve.deployment(ingress_class, name="HttpIngress", ray_actor_options={"num_cpus": 0})
+    ingress = serve.deployment(name="HttpIngress", ray_actor_options={"num_cpus": 0})(ingress_class)
     return ingress.bind(engine, ingress_config)
 
 

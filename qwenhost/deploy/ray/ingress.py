@@ -88,7 +88,7 @@ class Ingress:
             headers=tuple((bytes(k), bytes(v)) for k, v in scope.get("headers", ())),
             body=body,
             routing_text=text,
-            client=tuple(client) if client else None,  # type: ignore[arg-type]
+            client=(str(client[0]), int(client[1])) if client else None,
         )
 
     async def _relay(self, request: ForwardedRequest, native: bool, scope: Scope, receive: Receive, send: Send) -> None:

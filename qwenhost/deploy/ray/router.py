@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray.serve.request_router import FIFOMixin, PendingRequest, ReplicaID, ReplicaResult, RequestRouter, RunningReplica
+from ray.serve.request_router import FIFOMixin, PendingRequest, ReplicaID, RequestRouter, RunningReplica
 
 from qwenhost.deploy.ray.policy import PolicyConfig, PrefixAffinityPolicy
 
@@ -23,7 +23,7 @@ def _text(request: PendingRequest | None) -> str:
     return text if isinstance(text, str) else ""
 
 
-class PrefixAffinityRouter(FIFOMixin, RequestRouter):  # type: ignore[misc]  # Ray's classes are untyped
+class PrefixAffinityRouter(FIFOMixin, RequestRouter):
     def initialize_state(self, **kwargs: Any) -> None:
         """``request_router_kwargs`` of RequestRouterConfig: PolicyConfig's fields."""
         self.policy = PrefixAffinityPolicy(PolicyConfig(**kwargs))
@@ -38,7 +38,7 @@ class PrefixAffinityRouter(FIFOMixin, RequestRouter):  # type: ignore[misc]  # R
         # The first rank is tried alone; Ray falls back to the rest only if it refuses (its queue is full).
         return [ranked[:1], ranked[1:]] if len(ranked) > 1 else [ranked]
 
-    def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID, result: ReplicaResult) -> None:
+    def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID, result: Any) -> None:
         text = _text(pending_request)
         if text:
             self.policy.record(text, replica_id.unique_id)
@@ -49,4 +49,4 @@ class PrefixAffinityRouter(FIFOMixin, RequestRouter):  # type: ignore[misc]  # R
 
     def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
         super().on_replica_actor_died(replica_id)
-        self.policy.retain(rid for rid in self.curr_replicas if rid.unique_id != replica_id.unique_id)
+        self.policy.retain(rid.unique_id for rid in self.curr_replicas if rid.unique_id != replica_id.unique_id)
