@@ -145,7 +145,11 @@ def _run(cluster: Cluster, app: str, order: list[int]) -> tuple[int, int, list[S
         sent.append(s)
         if prompt in holders:
             repeats += 1
-            hits += s.replica in holders[prompt] and s.cached_tokens >= 0.9 * s.prompt_tokens
+            hit = s.replica in holders[prompt] and s.cached_tokens >= 0.9 * s.prompt_tokens
+            hits += hit
+            if not hit:
+                where = f"on {s.replica} (earlier {sorted(holders[prompt])})"
+                print(f"\n{app} miss: prompt {prompt} {where}, {s.cached_tokens} of {s.prompt_tokens} cached")
         holders.setdefault(prompt, set()).add(s.replica)
     return hits, repeats, sent
 

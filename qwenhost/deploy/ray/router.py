@@ -23,10 +23,20 @@ def _text(request: PendingRequest | None) -> str:
     return text if isinstance(text, str) else ""
 
 
+# Rounds in which a request is offered to its preferred replica alone before the others are offered too.
+# Ray moves to the next rank at once when a replica misses its queue-length probe deadline (0.1 s at
+# first), which a replica busy prefilling on a loaded machine does: that would break affinity for
+# nothing. Ray backs off and lengthens the deadline between rounds; a replica that is really full or
+# gone is passed over after these.
+AFFINITY_ROUNDS = 3
+_MAX_TRACKED = 10_000  # requests being routed at once; past it the oldest counts are dropped
+
+
 class PrefixAffinityRouter(FIFOMixin, RequestRouter):
     def initialize_state(self, **kwargs: Any) -> None:
         """``request_router_kwargs`` of RequestRouterConfig: PolicyConfig's fields."""
         self.policy = PrefixAffinityPolicy(PolicyConfig(**kwargs))
+        self._rounds: dict[str, int] = {}  # internal request id -> rounds offered so far
 
     async def choose_replicas(
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
@@ -35,10 +45,18 @@ class PrefixAffinityRouter(FIFOMixin, RequestRouter):
         cache = self.replica_queue_len_cache
         lengths = {rid: cache.get(r.replica_id) or 0 for rid, r in by_id.items()}
         ranked = [by_id[rid] for rid in self.policy.rank(_text(pending_request), lengths)]
-        # The first rank is tried alone; Ray falls back to the rest only if it refuses (its queue is full).
-        return [ranked[:1], ranked[1:]] if len(ranked) > 1 else [ranked]
+        if pending_request is None or len(ranked) < 2:
+            return [ranked]
+        key = pending_request.metadata.internal_request_id
+        if len(self._rounds) >= _MAX_TRACKED:
+            self._rounds.pop(next(iter(self._rounds)))
+        rounds = self._rounds[key] = self._rounds.get(key, 0) + 1
+        if rounds <= AFFINITY_ROUNDS:
+            return [ranked[:1]]
+        return [ranked[:1], ranked[1:]]
 
     def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID, result: Any) -> None:
+        self._rounds.pop(pending_request.metadata.internal_request_id, None)
         text = _text(pending_request)
         if text:
             self.policy.record(text, replica_id.unique_id)
