@@ -58,7 +58,9 @@ def cluster() -> Iterator[Cluster]:
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        settings = load_settings(None, threads=2, context_length=4096, api_keys=[KEY])
+        # 8 sequence slots in a shared (unified) KV cache: each replica keeps its ~3 prompts cached while
+        # every repeat takes a slot of its own (split streams copy whole and hold fewer prefixes).
+        settings = load_settings(None, threads=2, context_length=4096, parallel=8, kv_layout="unified", api_keys=[KEY])
         serve.run(build(settings, 2, "prefix"), name="prefix", route_prefix="/")
         serve.run(build(settings, 2, "default"), name="baseline", route_prefix="/baseline")
         print(f"\nRay overhead: {_ray_memory_report()}")

