@@ -3,7 +3,7 @@
 Two apps run in one cluster: ``/`` routed by qwenhost's PrefixAffinityRouter, ``/baseline`` by Ray's default
 (PowerOfTwoChoices), so the prefix-affinity numbers are measured against the default router in the same run.
 Slow (several minutes: every cold prompt is ~2,000 tokens of prefill on a 2-core machine); run it with
-``PYTHONPATH=$PWD python3 -m pytest tests/e2e/test_ray_serve.py -m slow -s``.
+``QWENHOST_SCALEOUT_TESTS=1 PYTHONPATH=$PWD python3 -m pytest tests/e2e/test_ray_serve.py -s``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,14 @@ from tests.support.server import free_port
 
 ray = pytest.importorskip("ray")
 dashscope = pytest.importorskip("dashscope")
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    # Opt-in: about 8 minutes on the 2-core machine, too long for the default suite.
+    pytest.mark.skipif(
+        os.environ.get("QWENHOST_SCALEOUT_TESTS") != "1", reason="set QWENHOST_SCALEOUT_TESTS=1 to run (slow)"
+    ),
+]
 
 from ray import serve  # noqa: E402  (after the skip: ray is an optional extra)
 

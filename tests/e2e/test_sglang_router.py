@@ -4,13 +4,14 @@ through, and the router makes no outbound connection (a proxy trap counts any at
 
 Measured, not asserted: how many workers the router used. sglang-router 0.3.2 sent every sequential chat
 request to one worker here (docs/scale-out.md says when it spreads them). Slow:
-``PYTHONPATH=$PWD python3 -m pytest tests/e2e/test_sglang_router.py -m slow -s``.
+``QWENHOST_SCALEOUT_TESTS=1 PYTHONPATH=$PWD python3 -m pytest tests/e2e/test_sglang_router.py -s``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import socket
 import subprocess
@@ -26,7 +27,14 @@ import pytest
 from tests.support.server import RunningServer, free_port, running_server
 
 pytest.importorskip("sglang_router")
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    # Opt-in: about 1 minutes on the 2-core machine, too long for the default suite.
+    pytest.mark.skipif(
+        os.environ.get("QWENHOST_SCALEOUT_TESTS") != "1", reason="set QWENHOST_SCALEOUT_TESTS=1 to run (slow)"
+    ),
+]
 
 KEY = "sk-recipe"
 # 8 slots in a shared KV cache keep each worker's prompts cached while every repeat takes a slot of its own.
