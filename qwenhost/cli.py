@@ -62,6 +62,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.ray:
+        try:
+            from qwenhost.deploy.ray.launch import serve_on_ray
+        except ImportError as exc:
+            raise ConfigError(f"--ray needs the ray extra: pip install 'qwenhost[ray]' ({exc})") from None
+        serve_on_ray(_settings(args), args.replicas, args.ray_address, args.ray_router)
+        return 0
     from qwenhost.main import serve
 
     serve(_settings(args))
@@ -121,6 +128,15 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="accept this bearer key (repeatable; also QWENHOST_API_KEYS=k1,k2)",
     )
     _add_settings_args(p)
+    ray = p.add_argument_group("scale out on Ray Serve (pip install 'qwenhost[ray]'; docs/scale-out.md)")
+    ray.add_argument("--ray", action="store_true", help="serve N engine replicas behind one ingress on Ray Serve")
+    ray.add_argument("--replicas", type=int, default=2, help="engine replicas with --ray (default 2)")
+    ray.add_argument(
+        "--ray-address", metavar="ADDR", help="join this Ray cluster ('auto' after `ray start`; default: start one)"
+    )
+    ray.add_argument(
+        "--ray-router", choices=("prefix", "default"), default="prefix", help="prefix affinity (default) or Ray's own"
+    )
     p.set_defaults(func=cmd_serve)
 
 

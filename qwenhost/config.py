@@ -117,6 +117,7 @@ class ServerConfig:
     max_body_bytes: int = 64 * 1024 * 1024  # larger bodies get 413 (api/body.py DEFAULT_MAX_BODY_BYTES)
     shutdown_grace_s: float = 30.0  # SIGTERM: in-flight requests may finish for this long, then are cancelled
     test_faults: bool = False  # test-only: honour the x-qwenhost-test-fault header (docs/operations.md)
+    replica_id: str | None = None  # the X-Qwenhost-Replica response header; None: hostname:port (docs/scale-out.md)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -289,7 +290,12 @@ def build_app(
     options = EdgeOptions(max_body_bytes=settings.server.max_body_bytes, test_faults=settings.server.test_faults)
     keys = KeyStore(settings.server.api_key_hashes)
     team = team_services(settings, registry, store, keys, metrics) if store is not None else None
-    return create_app(service, keys, metrics, options, lifecycle, uploads, team)
+    return create_app(service, keys, metrics, options, lifecycle, uploads, team, replica_name(settings.server))
+
+
+def replica_name(server: ServerConfig) -> str:
+    """[server] replica_id, else this host's name and the port: what X-Qwenhost-Replica says."""
+    return server.replica_id or f"{socket.gethostname()}:{server.port}"
 
 
 def configure_logging(server: ServerConfig) -> None:

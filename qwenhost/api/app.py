@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from qwenhost.api.compat import CompatDialect
 from qwenhost.api.errors import error_response
-from qwenhost.api.middleware import AuthMiddleware, ErrorGuard, InFlight
+from qwenhost.api.middleware import AuthMiddleware, ErrorGuard, InFlight, ReplicaHeader
 from qwenhost.api.native.dialect import MULTIMODAL_PATH, TEXT_PATH, NativeDialect
 from qwenhost.api.native.errors import PREFIX as NATIVE_PREFIX
 from qwenhost.api.native.errors import native_error_response
@@ -65,13 +65,19 @@ def create_app(
     lifecycle: Lifecycle | None = None,
     uploads: ObjectStore | None = None,
     team: TeamServices | None = None,
+    replica_id: str | None = None,
 ) -> Starlette:
     options = options or EdgeOptions()
     lifecycle = lifecycle or Lifecycle()
     hook = team.hook if team is not None else None
     chat = ChatRoute(service, metrics, options, lifecycle, CompatDialect(), team=hook)
     models = ModelsRoute(service.registry)
-    routes = [Route("/health", HealthRoute(service.registry, lifecycle).handle, methods=["GET"])]
+    health = HealthRoute(service.registry, lifecycle)
+    routes = [
+        Route("/health", health.handle, methods=["GET"]),
+        Route("/health/ready", health.ready, methods=["GET"]),
+        Route("/health/live", health.live, methods=["GET"]),
+    ]
     routes += WebRoute().routes()  # the playground page at / and its files under /web/
     for path, multimodal in ((TEXT_PATH, False), (MULTIMODAL_PATH, True)):
         native = ChatRoute(service, metrics, options, lifecycle, NativeDialect(multimodal=multimodal), hook)
@@ -108,6 +114,7 @@ def create_app(
         lifespan=lifespan,
         routes=routes,
         middleware=[
+            *([Middleware(ReplicaHeader, replica_id=replica_id)] if replica_id else []),
             Middleware(ErrorGuard),
             Middleware(InFlight, lifecycle=lifecycle),
             Middleware(AuthMiddleware, keys=keys, authenticator=team.authenticator if team else None),

@@ -1,5 +1,5 @@
-"""The ASGI layers around the routes: the error guard, the in-flight count for graceful shutdown, and the
-API-key check (ops/auth.py verifies keys; the edge alone shapes the error it answers)."""
+"""The ASGI layers around the routes: the replica header, the error guard, the in-flight count for graceful
+shutdown, and the API-key check (ops/auth.py verifies keys; the edge alone shapes the error it answers)."""
 
 from __future__ import annotations
 
@@ -21,10 +21,35 @@ from qwenhost.ops.lifecycle import Lifecycle
 
 log = logging.getLogger("qwenhost.api")
 
-OPEN_PATHS = frozenset({"/health", "/metrics", "/"}) | ASSET_PATHS  # the page's files: the key is typed in it
+PROBE_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/metrics"})
+OPEN_PATHS = PROBE_PATHS | {"/"} | ASSET_PATHS  # the page's files: the key is typed in it
 # Authorised by the signed upload policy in the form instead of a key (the SDK sends none; api/native/uploads.py).
 SIGNED_PATHS = frozenset({"/oss-upload"})
 AUTH_PEEK_BYTES = 1024 * 1024  # what a refused chat request's body is read for: only its "stream" flag
+
+
+REPLICA_HEADER = "x-qwenhost-replica"
+
+
+class ReplicaHeader:
+    """Names the process that answered on every response (errors and probes too), so a client or a test
+    behind a router can tell the replicas apart (docs/scale-out.md)."""
+
+    def __init__(self, app: ASGIApp, replica_id: str) -> None:
+        self.app = app
+        self.header = (REPLICA_HEADER.encode("latin-1"), replica_id.encode("latin-1"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_named(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_named)
 
 
 class ErrorGuard:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from qwenhost.core.events import ChatEvent, ContentDelta, Finish, ReasoningDelta, ToolCallArgsDelta, ToolCallStart
 from qwenhost.core.types import Usage
@@ -36,6 +36,51 @@ class _EngineCollector:
                     )
                 family.add_metric([model], float(value))
         return list(families.values())
+
+
+def _kv_usage(stats: Mapping[str, float]) -> float | None:
+    capacity, held = stats.get("kv_cells_capacity"), stats.get("kv_tokens_held")
+    if not capacity or held is None:
+        return None
+    return min(1.0, held / capacity)
+
+
+# The gauges and counters that routers and autoscalers read, under vLLM's names (vLLM's
+# docs/design/metrics.md; llm-d's endpoint picker reads the first three, gateway-api-inference-extension
+# proposal 003), computed from the same engine stats as the qwenhost_engine_* gauges.
+# (name, help, how to read it from one engine's stats)
+_VLLM_GAUGES: tuple[tuple[str, str, Callable[[Mapping[str, float]], float | None]], ...] = (
+    ("vllm:num_requests_running", "Sequences being decoded or prefilled", lambda s: s.get("running_sequences")),
+    ("vllm:num_requests_waiting", "Requests waiting for a sequence slot", lambda s: s.get("waiting_requests")),
+    # KV cells holding tokens over all cells: llama.cpp keeps finished prompts as the implicit prefix cache,
+    # so an idle replica with a warm cache reads above 0 (vLLM counts such blocks as free).
+    ("vllm:kv_cache_usage_perc", "Fraction of KV cells holding tokens (0 to 1)", _kv_usage),
+    ("vllm:gpu_cache_usage_perc", "Deprecated vLLM name of vllm:kv_cache_usage_perc", _kv_usage),
+)
+_VLLM_COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("vllm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache", "prompt_tokens"),
+    ("vllm:prefix_cache_hits", "Prompt tokens found in the prefix cache", "cached_prompt_tokens"),
+)
+
+
+class _VllmCollector:
+    """The vLLM-named series of each served model, labelled ``model_name`` as vLLM labels them."""
+
+    def __init__(self, sources: Callable[[], Iterable[tuple[str, Mapping[str, float]]]]) -> None:
+        self._sources = sources
+
+    def collect(self) -> Iterable[Metric]:
+        gauges = {name: GaugeMetricFamily(name, text, labels=["model_name"]) for name, text, _ in _VLLM_GAUGES}
+        counters = {name: CounterMetricFamily(name, text, labels=["model_name"]) for name, text, _ in _VLLM_COUNTERS}
+        for model, stats in self._sources():
+            for name, _, read in _VLLM_GAUGES:
+                value = read(stats)
+                if value is not None:
+                    gauges[name].add_metric([model], float(value))
+            for name, _, key in _VLLM_COUNTERS:
+                if key in stats:
+                    counters[name].add_metric([model], float(stats[key]))
+        return [*gauges.values(), *counters.values()]
 
 
 UNKNOWN_MODEL = "unknown"
@@ -80,6 +125,7 @@ class Metrics:
             "qwenhost_request_duration_seconds", "Whole request time", ["model"], buckets=_LATENCY_BUCKETS, registry=r
         )
         r.register(_EngineCollector(engine_stats))
+        r.register(_VllmCollector(engine_stats))
 
     def label_for(self, model: str | None) -> str:
         return self._labels.get(model, UNKNOWN_MODEL) if model is not None else UNKNOWN_MODEL

@@ -1,4 +1,5 @@
-"""GET /models (OpenAI list shape, spec §5.2) with each model's family and capabilities, and /health."""
+"""GET /models (OpenAI list shape, spec §5.2) with each model's family and capabilities, and the health probes
+(/health, /health/ready, /health/live; docs/scale-out.md "The worker contract")."""
 
 from __future__ import annotations
 
@@ -44,21 +45,38 @@ class ModelsRoute:
 
 
 class HealthRoute:
-    """200 while every engine serves; 503 with the envelope and the reason while draining or when an engine
-    is not serving (stalled, stopped), so a load balancer or process manager stops sending traffic."""
+    """The probes a load balancer, router or process manager reads (docs/scale-out.md).
+
+    ``ready`` (and ``/health``, kept as it was): 200 while every engine serves; 503 with the envelope and the
+    reason while draining or when an engine is not serving (stalled, stopped): send no new traffic.
+    ``live``: 503 only when an engine is not serving, which a restart fixes; a draining process is live
+    (restarting it would cut the streams it is finishing).
+    """
 
     def __init__(self, registry: ModelRegistry, lifecycle: Lifecycle) -> None:
         self.registry = registry
         self.lifecycle = lifecycle
 
     async def handle(self, request: Request) -> Response:
-        reason = self.unhealthy_reason()
-        if reason is not None:
-            return error_response(ServiceUnavailable(reason), ids.new_request_id())
-        return JSONResponse({"status": "ok", "models": [m.name for m in self.registry]})
+        return self._answer(self.unhealthy_reason(), {"status": "ok", "models": [m.name for m in self.registry]})
+
+    async def ready(self, request: Request) -> Response:
+        return self._answer(self.unhealthy_reason(), {"status": "ready"})
+
+    async def live(self, request: Request) -> Response:
+        return self._answer(self.engine_fault(), {"status": "live", "draining": self.lifecycle.is_draining})
 
     def unhealthy_reason(self) -> str | None:
         if self.lifecycle.is_draining:
             return SHUTDOWN_MESSAGE
+        return self.engine_fault()
+
+    def engine_fault(self) -> str | None:
         reasons = [f"{m.name}: {reason}" for m in self.registry if (reason := m.backend.health()) is not None]
         return "; ".join(reasons) or None
+
+    @staticmethod
+    def _answer(reason: str | None, body: dict[str, object]) -> Response:
+        if reason is not None:
+            return error_response(ServiceUnavailable(reason), ids.new_request_id())
+        return JSONResponse(body)
