@@ -41,6 +41,10 @@ class CallBody:
         """Generation ended inside the block (max_tokens): emit what is sound of the started call."""
         raise NotImplementedError
 
+    def find_close(self, buf: str, tag: str) -> int:
+        """Where in ``buf`` (text that follows what was fed) the close tag ends this block, or -1."""
+        return buf.find(tag)
+
     def start(self, name: str) -> list[ChatEvent]:
         self.is_started = True
         return [ToolCallStart(self.parser.choice, self.index, self.parser.new_id(), name)]
@@ -128,7 +132,7 @@ class TaggedToolParser:
         return buf[at + len(self.open_tag) :]
 
     def _inside(self, buf: str, events: list[ChatEvent]) -> str:
-        at = buf.find(self.close_tag)
+        at = self._body.find_close(buf, self.close_tag) if self._body is not None else buf.find(self.close_tag)
         if at < 0:
             keep = partial_suffix(buf, self.close_tag)
             self._held = buf[len(buf) - keep :]
@@ -188,16 +192,44 @@ def _is_json(text: str) -> bool:
     return True
 
 
+def _lex(text: str, state: tuple[bool, bool]) -> tuple[bool, bool]:
+    """JSON string state (inside a string, after a backslash) once ``text`` is read from ``state``."""
+    is_string, is_escaped = state
+    for char in text:
+        if is_escaped:
+            is_escaped = False
+        elif is_string and char == "\\":
+            is_escaped = True
+        elif char == '"':
+            is_string = not is_string
+    return is_string, is_escaped
+
+
 class HermesBody(CallBody):
-    """``{"name": "NAME", "arguments": {...}}``: the name starts the call, the arguments stream raw."""
+    """``{"name": "NAME", "arguments": {...}}``: the name starts the call, the arguments stream raw.
+
+    The close tag ends the block only outside a JSON string: a model whose tags are spelled out in plain
+    text (no special token, e.g. SmolLM2) can write ``</tool_call>`` inside an argument's string, which the
+    grammar allows there, and the call must not end in the middle of its own JSON."""
 
     def __init__(self, parser: TaggedToolParser, index: int) -> None:
         super().__init__(parser, index)
         self._args_at = 0
         self._sent = 0
+        self._lexed: tuple[bool, bool] = (False, False)
+
+    def find_close(self, buf: str, tag: str) -> int:
+        state, start = self._lexed, 0
+        while (at := buf.find(tag, start)) >= 0:
+            state = _lex(buf[start:at], state)
+            if not state[0]:
+                return at
+            state, start = _lex(buf[at], state), at + 1
+        return -1
 
     def feed(self, text: str) -> list[ChatEvent]:
         self.text += text
+        self._lexed = _lex(text, self._lexed)
         events: list[ChatEvent] = []
         if not self.is_started:
             head = _HERMES_HEAD.match(self.text)

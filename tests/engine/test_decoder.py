@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from qwenhost.core.types import SamplingParams
-from qwenhost.engine.llamacpp.decoder import InjectedFault, SequenceDecoder
+from qwenhost.engine.llamacpp.decoder import (
+    LOOP_MAX_PERIOD,
+    LOOP_SPAN_TOKENS,
+    InjectedFault,
+    SequenceDecoder,
+    is_looping,
+)
 from qwenhost.engine.protocol import GenerationRequest, ReasoningBudget, TokenConstraint
 from tests.engine.fakes import FakeSampler
 
@@ -191,3 +197,20 @@ def test_jump_forward_stops_at_a_finish_inside_the_run() -> None:
 def test_no_jump_forward_while_logprobs_are_asked_for() -> None:
     decoder, _ = make(constraint=ForcesAfter(trigger=A, run=[X, Y]), top_logprobs=1)
     assert [o.token_id for o in decoder.next_tokens(0)] == [A]  # each forced token then gets its own row
+
+
+def test_is_looping_needs_a_whole_span_of_one_repeated_block() -> None:
+    block = [11, 12, 13, 14, 15, 16, 17]
+    assert is_looping((block * 10)[:LOOP_SPAN_TOKENS])
+    assert not is_looping((block * 10)[: LOOP_SPAN_TOKENS - 1])  # not yet a whole span
+    assert not is_looping(list(range(LOOP_SPAN_TOKENS)))  # no period at all
+    assert not is_looping([1] * 10 + list(range(100, 100 + LOOP_SPAN_TOKENS - 10)))  # the repeat must span it all
+    assert not is_looping((list(range(LOOP_MAX_PERIOD + 1)) * 3)[:LOOP_SPAN_TOKENS])  # a longer period is allowed
+
+
+def test_constrained_output_that_loops_ends_with_length() -> None:
+    decoder, _ = make(constraint=OnlyToken(allowed=B), max_new_tokens=1000)
+    outs = [decoder.next_token(0) for _ in range(LOOP_SPAN_TOKENS)]
+    assert [o.finish for o in outs[:-1]] == [None] * (LOOP_SPAN_TOKENS - 1) and outs[-1].finish == "length"
+    free, _ = make(max_new_tokens=1000)  # free text is never cut for repeating itself
+    assert all(free.next_token(0).finish is None for _ in range(LOOP_SPAN_TOKENS * 2))

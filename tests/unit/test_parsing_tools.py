@@ -65,6 +65,19 @@ def content(answer: FoldedAnswer) -> str:
 WEATHER = '<tool_call>\n{"name": "get_current_weather", "arguments": {"location": "杭州"}}\n</tool_call>'
 
 
+def test_a_close_tag_inside_an_argument_string_does_not_end_the_call() -> None:
+    # SmolLM2 spells the tags out in plain text, so a grammar-valid string may hold "</tool_call>"; the call
+    # used to end there and the rest of the string (a runaway loop) came out as content.
+    text = (
+        '<tool_call>\n{"name": "f", "arguments": {"a": "x</tool_call>y \\"q\\" </tool_call>", "b": 1}}\n'
+        "</tool_call>\nafter"
+    )
+    answer, _ = run_all(hermes(), text)
+    assert calls(answer) == [("call_0", "f", '{"a": "x</tool_call>y \\"q\\" </tool_call>", "b": 1}')]
+    assert json.loads(calls(answer)[0][2])["a"] == 'x</tool_call>y "q" </tool_call>'
+    assert content(answer) == "after"
+
+
 def test_only_a_call_has_empty_content() -> None:
     answer, streams = run_all(hermes(), WEATHER)
     assert calls(answer) == [("call_0", "get_current_weather", '{"location": "杭州"}')]

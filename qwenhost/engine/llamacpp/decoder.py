@@ -52,6 +52,28 @@ class InjectedFault(RuntimeError):
         super().__init__("injected fault")
 
 
+# Constrained output that repeats itself: a grammar allows a string (or an array) to go on, and a small model
+# can loop inside it until the context is full (a tool argument repeating one sentence for 200 s). When the
+# last LOOP_SPAN_TOKENS tokens of a constrained region are one block of at most LOOP_MAX_PERIOD tokens
+# repeated, the choice ends with finish_reason "length" (docs/tools-and-structured-output.md).
+LOOP_SPAN_TOKENS = 64
+LOOP_MAX_PERIOD = 32
+
+
+def is_looping(recent: Sequence[int]) -> bool:
+    """Whether the last LOOP_SPAN_TOKENS of ``recent`` are one block of ≤ LOOP_MAX_PERIOD tokens repeated."""
+    if len(recent) < LOOP_SPAN_TOKENS:
+        return False
+    tail = list(recent)[-LOOP_SPAN_TOKENS:]
+    last = tail[-1]
+    for period in range(1, LOOP_MAX_PERIOD + 1):
+        if tail[-1 - period] != last:
+            continue
+        if all(tail[i] == tail[i - period] for i in range(period, LOOP_SPAN_TOKENS)):
+            return True
+    return False
+
+
 class SequenceDecoder:
     def __init__(self, request: GenerationRequest, choice: int, sampler: Sampler, vocab: Vocabulary) -> None:
         self.choice = choice
@@ -68,6 +90,7 @@ class SequenceDecoder:
         self.top_logprobs = request.top_logprobs
         self.max_new_tokens = request.max_new_tokens
         self.num_generated = 0
+        self._recent: deque[int] = deque(maxlen=LOOP_SPAN_TOKENS)  # constrained output only
         self._is_fault_armed = request.inject_fault
 
     def next_tokens(self, row: int, stored: np.ndarray | None = None) -> list[TokenOut]:
@@ -146,8 +169,12 @@ class SequenceDecoder:
             self.tail = (self.tail + piece)[-(len(piece) + self._stop_span) :]
             if any(s in self.tail for s in self.stop_strings):
                 return "stop", False
-        if self.constraint is not None and self.constraint.is_finished():
-            return "stop", False
+        if self.constraint is not None:
+            if self.constraint.is_finished():
+                return "stop", False
+            self._recent.append(token)
+            if is_looping(self._recent):
+                return "length", False
         if self.thought is not None:
             # thinking_budget: once the thought has used it, the close tag is forced (spec §1.3 #21).
             self.forced.extend(self.thought.on_token(token, self.vocab.pieces[token]))
