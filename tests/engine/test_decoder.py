@@ -201,15 +201,15 @@ def test_no_jump_forward_while_logprobs_are_asked_for() -> None:
 
 def test_is_looping_needs_a_whole_span_of_one_repeated_block() -> None:
     block = [11, 12, 13, 14, 15, 16, 17]
-    assert is_looping((block * 10)[:LOOP_SPAN_TOKENS])
-    assert not is_looping((block * 10)[: LOOP_SPAN_TOKENS - 1])  # not yet a whole span
+    assert is_looping((block * 40)[:LOOP_SPAN_TOKENS])
+    assert not is_looping((block * 40)[: LOOP_SPAN_TOKENS - 1])  # not yet a whole span
     assert not is_looping(list(range(LOOP_SPAN_TOKENS)))  # no period at all
     assert not is_looping([1] * 10 + list(range(100, 100 + LOOP_SPAN_TOKENS - 10)))  # the repeat must span it all
-    assert not is_looping((list(range(LOOP_MAX_PERIOD + 1)) * 3)[:LOOP_SPAN_TOKENS])  # a longer period is allowed
+    assert not is_looping((list(range(LOOP_MAX_PERIOD + 1)) * 8)[:LOOP_SPAN_TOKENS])  # a longer period is allowed
 
 
 def test_constrained_output_that_loops_ends_with_length() -> None:
-    decoder, _ = make(constraint=OnlyToken(allowed=B), max_new_tokens=1000)
+    decoder, _ = make(constraint=OnlyToken(allowed=B, length=10**6), max_new_tokens=1000)
     outs = [decoder.next_token(0) for _ in range(LOOP_SPAN_TOKENS)]
     assert [o.finish for o in outs[:-1]] == [None] * (LOOP_SPAN_TOKENS - 1) and outs[-1].finish == "length"
     free, _ = make(max_new_tokens=1000)  # free text is never cut for repeating itself

@@ -56,7 +56,7 @@ class InjectedFault(RuntimeError):
 # can loop inside it until the context is full (a tool argument repeating one sentence for 200 s). When the
 # last LOOP_SPAN_TOKENS tokens of a constrained region are one block of at most LOOP_MAX_PERIOD tokens
 # repeated, the choice ends with finish_reason "length" (docs/tools-and-structured-output.md).
-LOOP_SPAN_TOKENS = 64
+LOOP_SPAN_TOKENS = 128
 LOOP_MAX_PERIOD = 32
 
 
