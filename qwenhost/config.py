@@ -289,6 +289,26 @@ def load_settings(
     env = os.environ if environ is None else environ
     source = Source(config_file)
     raw = _read_toml(config_file, source)
+    cli: dict[str, Any] = {"host": host, "port": port, "log_level": log_level}
+    server = _server_with_keys(raw, env, source, api_keys, {k: v for k, v in cli.items() if v is not None})
+    given: dict[str, Any] = dict(
+        parallel=parallel, context_length=context_length, threads=threads, mmproj=mmproj, kv_layout=kv_layout
+    )
+    models = _models(raw.get("models", []), source, model_path, {k: v for k, v in given.items() if v is not None})
+    _check_unique_names(models, source)
+    return Settings(
+        server=server,
+        models=tuple(models),
+        media=_media(raw.get("media", {}), allow_private_urls, source),
+        alias_policy=_alias_policy(raw.get("alias_policy", {}), source),
+        **_feature_tables(raw, env, source, server),
+    )
+
+
+def _server_with_keys(
+    raw: Mapping[str, Any], env: Mapping[str, str], source: Source, api_keys: Sequence[str], cli: dict[str, Any]
+) -> ServerConfig:
+    """[server] with every key source merged as digests (file, environment, command line, key file)."""
     server, plain_keys, listed = _server(raw.get("server", {}), source)
     hashes = [(f"key{i}", h.removeprefix("sha256:")) for i, h in enumerate(listed)]
     plain_keys += [k.strip() for k in env.get("QWENHOST_API_KEYS", "").split(",") if k.strip()]
@@ -296,19 +316,13 @@ def load_settings(
     hashes += [(f"key-{hash_key(k)[:8]}", hash_key(k)) for k in plain_keys]
     if server.api_keys_file:
         hashes += list(read_keys_file(server.api_keys_file))
-    cli: dict[str, Any] = {"host": host, "port": port, "log_level": log_level}
-    server = replace(server, api_key_hashes=tuple(hashes), **{k: v for k, v in cli.items() if v is not None})
+    return replace(server, api_key_hashes=tuple(hashes), **cli)
 
-    given: dict[str, Any] = dict(
-        parallel=parallel, context_length=context_length, threads=threads, mmproj=mmproj, kv_layout=kv_layout
-    )
-    models = _models(raw.get("models", []), source, model_path, {k: v for k, v in given.items() if v is not None})
-    _check_unique_names(models, source)
-    media = _media(raw.get("media", {}), allow_private_urls, source)
-    policy = _alias_policy(raw.get("alias_policy", {}), source)
-    uploads = parse_uploads(raw.get("uploads", {}), source)
-    store, limits = parse_store(raw.get("store", {}), source), parse_limits(raw.get("limits", {}), source)
-    search = parse_search(raw.get("search", {}), env, source)
+
+def _feature_tables(
+    raw: Mapping[str, Any], env: Mapping[str, str], source: Source, server: ServerConfig
+) -> dict[str, Any]:
+    """The tables of config_features.py (and [speech]), each checked."""
     code = parse_code_interpreter(raw.get("code_interpreter", {}), source)
     if code.test_pinned_code is not None and not server.test_faults:
         raise source.error(
@@ -317,18 +331,14 @@ def load_settings(
     speech = SpeechConfig(**source.table(raw.get("speech", {}), SpeechConfig, "[speech]"))
     if speech.problems():
         raise source.error("[speech]", "; ".join(speech.problems()))
-    return Settings(
-        speech=speech,
-        server=server,
-        models=tuple(models),
-        media=media,
-        alias_policy=policy,
-        uploads=uploads,
-        store=store,
-        limits=limits,
-        search=search,
-        code_interpreter=code,
-    )
+    return {
+        "uploads": parse_uploads(raw.get("uploads", {}), source),
+        "store": parse_store(raw.get("store", {}), source),
+        "limits": parse_limits(raw.get("limits", {}), source),
+        "search": parse_search(raw.get("search", {}), env, source),
+        "code_interpreter": code,
+        "speech": speech,
+    }
 
 
 def _models(raw: list[Any], source: Source, model_path: str | None, overrides: dict[str, Any]) -> list[ModelConfig]:

@@ -4,7 +4,7 @@ protocol under /api/v1, auth, errors."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -57,6 +57,33 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(error, ids.new_request_id())
 
 
+def _chat_routes(
+    service: ChatService, metrics: Metrics | None, options: EdgeOptions, lifecycle: Lifecycle, team: TeamServices | None
+) -> list[Route]:
+    """Both dialects' chat routes over the one service, and compatible mode's model list."""
+    hook = team.hook if team is not None else None
+    chat = ChatRoute(service, metrics, options, lifecycle, CompatDialect(), team=hook)
+    models = ModelsRoute(service.registry)
+    routes = []
+    for path, multimodal in ((TEXT_PATH, False), (MULTIMODAL_PATH, True)):
+        native = ChatRoute(service, metrics, options, lifecycle, NativeDialect(multimodal=multimodal), hook)
+        routes.append(Route(NATIVE_PREFIX + path, native.handle, methods=["POST"]))
+    for prefix in PREFIXES:
+        routes += [
+            Route(f"{prefix}/chat/completions", chat.handle, methods=["POST"]),
+            Route(f"{prefix}/models", models.list, methods=["GET"]),
+            Route(f"{prefix}/models/{{model:path}}", models.get, methods=["GET"]),
+        ]
+    return routes
+
+
+def _metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return endpoint
+
+
 def create_app(
     service: ChatService,
     keys: KeyStore,
@@ -69,37 +96,22 @@ def create_app(
 ) -> Starlette:
     options = options or EdgeOptions()
     lifecycle = lifecycle or Lifecycle()
-    hook = team.hook if team is not None else None
-    chat = ChatRoute(service, metrics, options, lifecycle, CompatDialect(), team=hook)
-    models = ModelsRoute(service.registry)
+    routes = _chat_routes(service, metrics, options, lifecycle, team)
     health = HealthRoute(service.registry, lifecycle)
-    routes = [
+    routes += [
         Route("/health", health.handle, methods=["GET"]),
         Route("/health/ready", health.ready, methods=["GET"]),
         Route("/health/live", health.live, methods=["GET"]),
     ]
     routes += WebRoute().routes()  # the playground page at / and its files under /web/
-    for path, multimodal in ((TEXT_PATH, False), (MULTIMODAL_PATH, True)):
-        native = ChatRoute(service, metrics, options, lifecycle, NativeDialect(multimodal=multimodal), hook)
-        routes.append(Route(NATIVE_PREFIX + path, native.handle, methods=["POST"]))
     if uploads is not None:  # the SDK's upload-policy flow for local files ([uploads] enabled)
         upload_routes = UploadRoutes(uploads, service.registry)
         routes.append(Route(NATIVE_PREFIX + POLICY_PATH, upload_routes.get_policy, methods=["GET"]))
         routes.append(Route(SINK_PATH, upload_routes.sink, methods=["POST"]))
-    for prefix in PREFIXES:
-        routes += [
-            Route(f"{prefix}/chat/completions", chat.handle, methods=["POST"]),
-            Route(f"{prefix}/models", models.list, methods=["GET"]),
-            Route(f"{prefix}/models/{{model:path}}", models.get, methods=["GET"]),
-        ]
     if team is not None:
         routes += team.admin.routes()
     if metrics is not None:
-
-        async def metrics_endpoint(request: Request) -> Response:
-            return Response(metrics.render(), media_type="text/plain; version=0.0.4")
-
-        routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
+        routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
     # No handler for Exception: ErrorGuard answers unexpected errors itself, so that Starlette's
     # ServerErrorMiddleware never re-raises one into uvicorn (which would close the connection).
 
