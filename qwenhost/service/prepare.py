@@ -89,12 +89,9 @@ class Preparer:
     def prepare_text(self, request: ChatRequest, request_id: str, key_id: str | None, inject_fault: bool) -> Job:
         """The Job for a request without media parts."""
         with _encodable():
-            asked = request
             request, model, plan = self._decide(request)
             assert not _has_media(request), "media requests go through draft_media() and finish_media()"
             turn = self._turn(request, model, plan)
-            if asked.translation_options is not None:
-                log.debug("request %s translation prompt: %r", request_id, turn.text)
             tokens = tuple(_tokenize(model, turn.text))
             plan.check_input_length(len(tokens))
             pins = cache_pins(lambda text: _tokenize(model, text), turn.text, turn.marks, tokens)
@@ -198,6 +195,8 @@ class Preparer:
         notes: tuple[str, ...] = (),
     ) -> Job:
         request, plan = draft.request, draft.plan
+        # Every prompt the engine receives (each round of a tool loop, a translation prompt …), for debugging.
+        log.debug("request %s prompt: %r", draft.request_id, prompt.text)
         max_new_tokens, length_note = plan.max_new_tokens(len(prompt.tokens), answer_only=draft.budget is not None)
         generation = GenerationRequest(
             request_id=draft.request_id,

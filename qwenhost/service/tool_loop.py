@@ -131,7 +131,6 @@ class ToolLoop:
     ) -> AsyncIterator[ChatEvent]:
         """The rounds of one answer; closing this iterator cancels a running tool and the round's generation."""
         if not session.tools:  # work done before generating, nothing offered: one pass, the reports shown
-            log.debug("request %s round 0 prompt: %r", job.request_id, job.prompt.text)
             async for event in _with_reports(generate(job), session.reports):
                 yield event
             return
@@ -139,7 +138,6 @@ class ToolLoop:
         messages = list(session.request.messages)
         try:
             for round_no in range(self.config.max_rounds):
-                log.debug("request %s round %d prompt: %r", job.request_id, round_no, current.prompt.text)
                 state = _Round(set(session.tools), is_first=round_no == 0)
                 async with contextlib.aclosing(generate(current)) as events:
                     async for event in events:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,12 +43,6 @@ def server(tiny_qwen3_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         yield srv
 
 
-def prompts(server: RunningServer, request_id: str) -> list[str]:
-    """Each round's prompt as the server logged it at debug level (service/tool_loop.py)."""
-    found = re.findall(rf"request {re.escape(request_id)} round \d+ prompt: '(.*)'$", server.log(), re.M)
-    return [p.encode().decode("unicode_escape") for p in found]
-
-
 def ask(server: RunningServer, body: dict[str, Any]) -> httpx.Response:
     payload = {"model": MODEL, "messages": [{"role": "user", "content": "What is 123**21?"}], **body}
     return httpx.post(f"{server.base_url}/chat/completions", json=payload, timeout=120)
@@ -70,7 +63,7 @@ def test_the_sandbox_computes_and_the_answer_streams_on(server: RunningServer) -
         assert r.status_code == 200
         text = "".join(r.iter_text())
         request_id = r.headers["x-request-id"]
-    rounds = prompts(server, request_id)
+    rounds = server.prompts(request_id)
     assert len(rounds) == 2
     assert '"name": "code_interpreter"' in rounds[0]  # offered to the model in the first round
     assert str(123**21) in rounds[1] and str(123**21) not in rounds[0]  # the sandbox's output is input now

@@ -68,12 +68,6 @@ def post(server: RunningServer, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(f"{server.base_url}/chat/completions", json={"model": MODEL, **body}, timeout=120)
 
 
-def prompts(server: RunningServer, request_id: str) -> list[str]:
-    """Each round's prompt as the server logged it at debug level (service/tool_loop.py)."""
-    found = re.findall(rf"request {re.escape(request_id)} round \d+ prompt: '(.*)'$", server.log(), re.M)
-    return [p.encode().decode("unicode_escape") for p in found]
-
-
 def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -86,7 +80,7 @@ def test_forced_search_puts_the_document_in_the_prompt(server: RunningServer) ->
     plain = post(server, body)
     searched = post(server, {**body, "enable_search": True, "search_options": {"forced_search": True}})
     assert plain.status_code == searched.status_code == 200, searched.text
-    (prompt,) = prompts(server, searched.headers["x-request-id"])
+    (prompt,) = server.prompts(searched.headers["x-request-id"])
     assert DOC in prompt
     # The results sit right before the last user message, after the history (the prefix cache keeps hitting).
     assert prompt.index(DOC) < prompt.rindex("<|im_start|>user\n" + QUESTION[0]["content"])
@@ -139,7 +133,7 @@ def test_model_called_search_runs_the_loop_in_one_stream(server: RunningServer, 
         fake.delay_s = 0.0
     assert len(fake.requests) == asked + 1 and fake.requests[-1]["path"] == "/search"
     assert ": keep-alive\n\n" in text and text.rstrip().endswith("data: [DONE]")
-    rounds = prompts(server, request_id)
+    rounds = server.prompts(request_id)
     assert len(rounds) == 2 and "Fake result from SearXNG" in rounds[1] and "Fake result" not in rounds[0]
     assert '"name": "search"' in rounds[0]  # offered in the first round; the last round offers no tool
     assert rounds[1].startswith("<|im_start|>user\nzzqx") and "<tool_call>" in rounds[1]
@@ -189,7 +183,7 @@ def test_a_client_that_leaves_while_the_tool_runs_stops_it(server: RunningServer
     assert time.monotonic() - started < 20  # long before the 30 s search would have answered
     fake.delay_s = 0.0
     wait_for(lambda: server.gauge("in_flight_requests") == 0, 30, "the slot to be free")
-    assert len(prompts(server, request_id)) == 1  # no second round was prepared
+    assert len(server.prompts(request_id)) == 1  # no second round was prepared
 
 
 def test_streamed_and_whole_answers_agree_across_rounds(server: RunningServer, fake: FakeSearch) -> None:

@@ -4,8 +4,6 @@ the options reach the prompt the engine received (the server's debug log), the a
 
 from __future__ import annotations
 
-import ast
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,12 +38,6 @@ def mt(mt_server: RunningServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=mt_server.base_url, api_key="sk-test", max_retries=0, timeout=120)
 
 
-def prompt(server: RunningServer, request_id: str) -> str:
-    """The prompt as the server logged it at debug level (service/prepare.py)."""
-    (found,) = re.findall(rf"request {re.escape(request_id)} translation prompt: (.*)$", server.log(), re.M)
-    return str(ast.literal_eval(found))  # the log holds the prompt's repr
-
-
 def translate(client: openai.OpenAI, messages: list[dict[str, Any]], **options: Any) -> Any:
     return client.chat.completions.with_raw_response.create(
         model=MODEL,
@@ -63,7 +55,7 @@ def test_terms_and_memory_reach_the_prompt_and_a_completion_comes_back(
     done = raw.parse()
     assert done.object == "chat.completion" and done.choices[0].message.content
     assert done.model == MODEL
-    text = prompt(mt_server, raw.headers["x-request-id"])
+    (text,) = mt_server.prompts(raw.headers["x-request-id"])
     assert "from Chinese into English" in text
     assert "- 视频 => footage" in text  # the term
     assert "- 我没有笑 => I did not laugh" in text  # the translation memory
@@ -86,7 +78,7 @@ def test_streaming_gives_the_same_translation(mt: openai.OpenAI) -> None:
 
 def test_auto_source_language_is_accepted(mt: openai.OpenAI, mt_server: RunningServer) -> None:
     raw = translate(mt, [{"role": "user", "content": TEXT}], source_lang="auto", target_lang="japanese")
-    text = prompt(mt_server, raw.headers["x-request-id"])
+    (text,) = mt_server.prompts(raw.headers["x-request-id"])
     assert "Translate the user's text into Japanese." in text  # names as Qwen-MT spells them
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import re
@@ -40,6 +41,12 @@ class RunningServer:
 
     def log(self) -> str:
         return self.log_path.read_text("utf-8", errors="replace")
+
+    def prompts(self, request_id: str) -> list[str]:
+        """Each prompt the engine received for ``request_id`` (one per tool round), as prepare logs them at
+        debug level (``[server] log_level = "debug"``)."""
+        found = re.findall(rf"request {re.escape(request_id)} prompt: (.*)$", self.log(), re.M)
+        return [str(ast.literal_eval(p)) for p in found]  # the log holds each prompt's repr
 
     def gauge(self, name: str) -> float:
         """The engine gauge ``qwenhost_engine_<name>`` of the (first) served model, from /metrics."""
