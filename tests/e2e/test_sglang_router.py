@@ -17,14 +17,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.server import RunningServer, free_port, running_server
+from tests.support.server import RunningServer, free_port, running_server, stop, wait_healthy
 
 pytest.importorskip("sglang_router")
 pytestmark = [
@@ -83,21 +82,10 @@ def router(tmp_path: Path, workers: list[RunningServer], trap: ProxyTrap) -> Ite
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.3)
+        wait_healthy(process, f"{url}/health", log_path, 60)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         print(f"\nrouter log: {log_path}")
 
 
