@@ -14,7 +14,8 @@ from qwenhost.core.errors import InvalidParameter
 from qwenhost.core.types import ChatRequest
 from qwenhost.service.tool_loop import Offer
 from qwenhost.tools.sandbox.config import SandboxConfig
-from qwenhost.tools.sandbox.probe import SandboxUnavailable, prepare_sandbox, probe
+from qwenhost.tools.sandbox.probe import SandboxUnavailable, prepare_sandbox, try_run
+from qwenhost.tools.sandbox.runner import Sandbox
 from qwenhost.tools.sandbox.tool import CodeInterpreterTool
 
 log = logging.getLogger("qwenhost.tools")
@@ -36,15 +37,17 @@ class SandboxGate:
         self._tool: CodeInterpreterTool | None = None
         self._tried: Future[str | None] = Future()
         self._is_trying = False
+        self._sandbox: Sandbox | None = None  # prepared once; its pool binds to the loop of its first run
         try:
-            prepare_sandbox(config)
+            self._sandbox = prepare_sandbox(config)
         except SandboxUnavailable as exc:
             log.warning("enable_code_interpreter is refused on this server: %s", exc)
             self._tried.set_result(str(exc))
 
     def _try(self) -> None:
+        assert self._sandbox is not None  # tried only once prepared
         try:
-            reason = probe(self.config)
+            reason = try_run(self._sandbox)
         except Exception as exc:  # a probe that fails in an unforeseen way still leaves the feature refused
             reason = f"the sandbox test run failed: {exc!r}"
         if reason is None:
@@ -60,8 +63,9 @@ class SandboxGate:
         reason = await asyncio.wrap_future(self._tried)
         if reason is not None:
             raise InvalidParameter(UNAVAILABLE.format(reason))
-        if self._tool is None:  # on the event loop: the sandbox's pool belongs to it
-            self._tool = CodeInterpreterTool(prepare_sandbox(self.config), self._pinned)
+        if self._tool is None:
+            assert self._sandbox is not None  # a sandbox that was never prepared has a reason above
+            self._tool = CodeInterpreterTool(self._sandbox, self._pinned)
         return self._tool
 
 

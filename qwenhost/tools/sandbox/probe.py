@@ -65,11 +65,16 @@ def probe(config: SandboxConfig | None = None) -> str | None:
         sandbox = prepare_sandbox(config)
     except SandboxUnavailable as exc:
         return str(exc)
-    return _smoke(config, sandbox.layout, sandbox.seccomp_bpf)
+    return try_run(sandbox)
+
+
+def try_run(sandbox: Sandbox) -> str | None:
+    """One synchronous run in a prepared sandbox (the server's event loop may not be running yet): None when
+    it works, else the reason."""
+    return _smoke(sandbox.config, sandbox.layout, sandbox.seccomp_bpf)
 
 
 def _smoke(config: SandboxConfig, layout: Layout, bpf: bytes) -> str | None:
-    """One synchronous run at start-up (the server's event loop may not be running yet)."""
     code = SMOKE.replace("MODULES", repr(config.required_modules))
     bpf_fd = os.memfd_create("qwenhost-seccomp", 0)
     try:
