@@ -73,7 +73,7 @@ class ModelConfig:
     kv_cache_tokens: int | None = None  # shared by all sequences; None: context_length * parallel
     kv_cache_type: str = "f16"
     # "split": one KV stream per sequence id, as llama-server: faster decode (each row attends over
-    # its own cells only), context_length cells for each of parallel + cache_slots streams, prefixes
+    # its own cells only), context_length cells for each of the parallel streams, prefixes
     # shared across slots copied whole. "unified": one buffer for all (shared prefixes cost nothing,
     # kv_cache_tokens bounds the memory, slower decode). None: split unless kv_cache_tokens is set.
     kv_layout: str | None = None
@@ -87,8 +87,8 @@ class ModelConfig:
     weight_repack: bool | None = None
     max_waiting: int = 64
     queue_timeout_s: float = 120.0
-    cache_slots: int = 4  # explicit-cache (cache_control) entries kept at once
-    max_cached_tokens: int = 65536
+    cache_slots: int = 4  # explicit-cache (cache_control) entries kept at once (host memory)
+    max_cached_tokens: int = 65536  # cells held by their snapshots together
     # Sampling defaults: the family's (formats/, spec §1.4) with these keys overriding them, per mode.
     sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
     sampling_thinking: SamplingOverrides = field(default_factory=SamplingOverrides)

@@ -96,6 +96,35 @@ def test_explicit_cache_creation_then_hit(client: openai.OpenAI) -> None:
     assert hit["cached_tokens"] == details["cache_creation_input_tokens"]
 
 
+@pytest.mark.parametrize("layout", ["split", "unified"])
+def test_explicit_cache_entry_restores_the_same_cells(tmp_path: Path, layout: str) -> None:
+    """An entry lives in host memory after its slot is reused for other prompts; a hit copies its cells
+    back, and the greedy answer is the one the first, fully computed request gave."""
+    doc = " ".join(f"Fact {i}: the number {i} is written as {i}." for i in range(150))
+    cached_system = [{"type": "text", "text": doc, "cache_control": {"type": "ephemeral"}}]
+    args = ("--parallel", "2", "--context-length", "4096", "--kv-layout", layout)
+    with running_server(tmp_path, args) as srv:
+        client = openai.OpenAI(base_url=srv.base_url, api_key="x", max_retries=0)
+
+        def ask(system: object, question: str) -> tuple[str, dict]:  # type: ignore[type-arg]
+            r = client.chat.completions.create(
+                model="qwen-plus",
+                max_tokens=12,
+                temperature=0,
+                messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],  # type: ignore[misc, list-item]
+            )
+            return r.choices[0].message.content or "", r.model_dump()["usage"]
+
+        first, usage = ask(cached_system, "What is fact 3?")
+        created = usage["prompt_tokens_details"]["cache_creation_input_tokens"]
+        assert created >= 1024
+        for i in range(2):  # both slots now hold other prompts: the entry's cells are only in its snapshot
+            ask(f"You are assistant number {i}.", "Hi")
+        again, hit = ask(cached_system, "What is fact 3?")
+        assert hit["prompt_tokens_details"]["cached_tokens"] == created
+        assert again == first
+
+
 def test_admission_limits(tmp_path: Path) -> None:
     config = """
 [[models]]

@@ -90,7 +90,8 @@ def test_explicit_cache_pins_and_hits() -> None:
     assert s.cache.pin_prefixes(group) == 6
     ops = s.cache.take_pending_ops()
     pin_id = s.pins[0].seq_id
-    assert MemOp("cp", pin_id, src=group.seqs[0].slot, p0=0, p1=6) in ops
+    assert pin_id >= len(s.slots)  # a snapshot key, never a llama.cpp sequence id
+    assert ops == [MemOp("cp", pin_id, src=group.seqs[0].slot)]  # the prompt's cells, copied out of the KV cache
     s.finish(group.seqs[0])
     s.slots[group.seqs[0].slot].tokens = []  # even if the slot's own cache is gone, the pin serves
     s.submit(request("b", [*prompt[:6], 99], pins=(6,)))
@@ -100,6 +101,44 @@ def test_explicit_cache_pins_and_hits() -> None:
     clock.now += 301
     s.schedule()
     assert not s.pins  # expired after 5 minutes without a hit
+
+
+def test_one_prompts_entries_share_one_snapshot_until_the_last_is_dropped() -> None:
+    clock = Clock()
+    s = Scheduler(config(), clock)  # 2 entries at most, 100 cells
+    prompt = list(range(5, 15))
+    s.submit(request("a", prompt, pins=(5, 8)))
+    run_prompt(s)
+    assert s.cache.pin_prefixes(s.groups["a"]) == 8
+    assert [MemOp("cp", s.pins[0].seq_id, src=0)] == s.cache.take_pending_ops()  # one copy for both
+    assert {p.seq_id for p in s.pins} == {s.pins[0].seq_id} and [len(p.tokens) for p in s.pins] == [5, 8]
+    first = s.pins[0].seq_id
+    clock.now += 1
+    s.submit(request("b", list(range(50, 60)), pins=(6,)))
+    run_prompt(s)
+    assert s.cache.pin_prefixes(s.groups["b"]) == 6  # the oldest entry makes room: one of "a"'s two
+    assert len(s.pins) == 2 and not any(op.kind == "rm" for op in s.cache.take_pending_ops())
+    clock.now += 1
+    s.submit(request("c", list(range(70, 80)), pins=(7,)))
+    run_prompt(s)
+    s.cache.pin_prefixes(s.groups["c"])
+    assert MemOp("rm", first) in s.cache.take_pending_ops()  # the snapshot goes with its last entry
+
+
+def test_snapshots_are_bounded_by_the_cells_they_hold() -> None:
+    s = Scheduler(config(max_pinned_tokens=15), Clock())
+    s.submit(request("a", list(range(5, 15)), pins=(5,)))
+    run_prompt(s)
+    assert s.cache.pin_prefixes(s.groups["a"]) == 5 and len(s.pins) == 1
+    s.submit(request("b", list(range(50, 58)), pins=(5,)))
+    run_prompt(s)
+    s.cache.pin_prefixes(s.groups["b"])
+    # 10 + 8 cells > 15: "a"'s snapshot (10 cells, though its entry is 5 tokens) is dropped for "b"'s
+    assert [p.tokens[0] for p in s.pins] == [50]
+    s.submit(request("c", list(range(70, 90)), pins=(5,)))
+    run_prompt(s)
+    assert s.cache.pin_prefixes(s.groups["c"]) == 0  # 20 cells can never fit: nothing is pinned or dropped
+    assert [p.tokens[0] for p in s.pins] == [50]
 
 
 def test_short_prefixes_are_not_pinned() -> None:
@@ -202,10 +241,10 @@ def test_a_forgotten_slot_is_emptied_and_its_cells_dropped() -> None:
     assert s.schedule().admitted[0].cached_tokens == 0  # nothing suspect is reused
 
 
-def test_tokens_held_counts_running_and_idle_slots_and_pins() -> None:
+def test_tokens_held_counts_running_and_idle_slots_not_pins() -> None:
     s = Scheduler(config(), Clock())
     s.submit(request("a", [1, 2, 3, 4, 5, 6], pins=(4,)))
     run_prompt(s)
     assert s.cache.tokens_held() == 6
     s.cache.pin_prefixes(s.groups["a"])
-    assert s.cache.tokens_held() == 10
+    assert s.cache.tokens_held() == 6  # a pin's cells are in host memory, not in the KV cache

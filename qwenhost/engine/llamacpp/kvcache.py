@@ -1,7 +1,10 @@
 """The KV/slot cache: sequence ids and the prefixes they hold, pinned prefixes, placement and eviction.
 
 Pure (no llama_cpp): it answers with memory operations that the runner applies. Slots keep their cells
-after use as an implicit prefix cache; pins are explicit-cache entries (spec §4.2) in their own ids.
+after use as an implicit prefix cache; pins are explicit-cache entries (spec §4.2). A pin's cells live
+outside the KV cache, in a host-memory snapshot of the sequence that computed them (runner.py): its
+key is a number at or above ``num_slots``, so a MemOp naming it is a snapshot operation, not a
+llama.cpp sequence id. The KV cache is then sized for the running sequences alone, as llama-server's.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from qwenhost.engine.llamacpp.sequence import Group, Sequence
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
     num_slots: int  # sequences that may run at once
-    num_pin_slots: int  # extra sequence ids for explicit-cache entries
+    num_pin_slots: int  # explicit-cache entries kept at once
     min_pin_tokens: int = 1024
     pin_ttl_s: float = 300.0
-    max_pinned_tokens: int = 65536
+    max_pinned_tokens: int = 65536  # cells held by all snapshots together
     # A cached prefix held by another sequence is copied only from this length on. Split KV streams
     # copy whole (a full context of cells), which beats recomputing only for long prefixes; 256 is
     # also DashScope's implicit-cache minimum. Unified caches share cells for free: 0.
@@ -44,12 +47,14 @@ class Slot:
 
 @dataclass(slots=True)
 class PinnedPrefix:
-    """An explicit cache entry (spec §4.2): a prefix kept in its own sequence id until it expires."""
+    """An explicit cache entry (spec §4.2): a prefix kept until it expires, in the host-memory snapshot
+    ``seq_id`` (the entries one prompt creates share its snapshot, which holds ``cells`` cells)."""
 
     seq_id: int
     tokens: list[int]
     salt: str
     expires_s: float
+    cells: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +87,7 @@ class KvCache:
         self.config = config
         self.clock = clock
         self.slots = [Slot(seq_id=i) for i in range(config.num_slots)]
-        self.free_pin_ids = list(range(config.num_slots, config.num_slots + config.num_pin_slots))
+        self._next_snapshot = config.num_slots  # snapshot keys never collide with sequence ids
         self.pins: list[PinnedPrefix] = []
         self._pending_ops: list[MemOp] = []
 
@@ -223,63 +228,77 @@ class KvCache:
             self.slots[seq.slot].logits_for = seq.num_prompt
 
     def evict_idle(self) -> bool:
-        """Drop the least recently used idle cached slot or pin; False when nothing is left to drop."""
+        """Drop the least recently used idle cached slot; False when nothing is left to drop (pins hold
+        no KV cells, dropping one would free none)."""
         idle = [s for s in self.idle_slots() if s.tokens]
-        if idle:
-            slot = min(idle, key=lambda s: s.last_used_s)
-            slot.tokens = []
-            slot.logits_for = 0
-            self._pending_ops.append(MemOp("rm", slot.seq_id))
-            return True
-        if self.pins:
-            self._drop_pin(min(self.pins, key=lambda p: p.expires_s))
-            return True
-        return False
+        if not idle:
+            return False
+        slot = min(idle, key=lambda s: s.last_used_s)
+        slot.tokens = []
+        slot.logits_for = 0
+        self._pending_ops.append(MemOp("rm", slot.seq_id))
+        return True
 
     def take_pending_ops(self) -> list[MemOp]:
         ops, self._pending_ops = self._pending_ops, []
         return ops
 
     def tokens_held(self) -> int:
-        """KV positions held by slots and pins: an upper bound, shared prefixes count once per holder."""
-        held = sum(len(s.tokens) if s.owner is None else s.owner.num_computed for s in self.slots)
-        return held + sum(len(p.tokens) for p in self.pins)
+        """KV positions held by the slots (pins live outside the KV cache): an upper bound, shared
+        prefixes count once per holder."""
+        return sum(len(s.tokens) if s.owner is None else s.owner.num_computed for s in self.slots)
 
     # -- explicit cache ---------------------------------------------------------------------------
     def pin_prefixes(self, group: Group) -> int:
-        """After the prompt is computed, create the entries its cache markers ask for; returns new tokens."""
+        """After the prompt is computed, create the entries its cache markers ask for, all in one
+        snapshot of the prompt's cells; returns the tokens newly cached."""
         lead = group.seqs[0]
         created = 0
         covered = group.cached_tokens
         now = self.clock()
-        for length in sorted(set(group.request.cache_pins)):
-            if group.layout is not None:
-                length = group.layout.snap(length)
-            if length < self.config.min_pin_tokens or length > lead.num_prompt:
-                continue
-            prefix = lead.tokens[:length]
-            existing = next((p for p in self.pins if p.salt == group.salt and p.tokens == prefix), None)
+        fresh: list[int] = []
+        for length in self._pin_lengths(group):
+            existing = next((p for p in self.pins if p.salt == group.salt and p.tokens == lead.tokens[:length]), None)
             if existing is not None:
                 existing.expires_s = now + self.config.pin_ttl_s
                 covered = max(covered, length)
                 continue
-            if not self._make_room_for_pin(length):
-                continue
-            seq_id = self.free_pin_ids.pop()
-            self._pending_ops.append(MemOp("rm", seq_id))
-            self._pending_ops.append(MemOp("cp", seq_id, src=lead.slot, p0=0, p1=group.pos_at(length)))
-            self.pins.append(PinnedPrefix(seq_id, prefix, group.salt, now + self.config.pin_ttl_s))
+            fresh.append(length)
             created += length - min(covered, length)
             covered = length
+        if not fresh or not self._make_room_for_pins(len(fresh), lead.num_prompt):
+            return 0
+        key = self._next_snapshot
+        self._next_snapshot += 1
+        self._pending_ops.append(MemOp("cp", key, src=lead.slot))
+        for length in fresh:
+            self.pins.append(
+                PinnedPrefix(key, lead.tokens[:length], group.salt, now + self.config.pin_ttl_s, lead.num_prompt)
+            )
         return created
 
-    def _make_room_for_pin(self, length: int) -> bool:
-        while (not self.free_pin_ids or self._pinned_tokens() + length > self.config.max_pinned_tokens) and self.pins:
-            self._drop_pin(min(self.pins, key=lambda p: p.expires_s))
-        return bool(self.free_pin_ids) and length <= self.config.max_pinned_tokens
+    def _pin_lengths(self, group: Group) -> list[int]:
+        lengths = set()
+        for length in group.request.cache_pins:
+            if group.layout is not None:
+                length = group.layout.snap(length)
+            if self.config.min_pin_tokens <= length <= group.seqs[0].num_prompt:
+                lengths.add(length)
+        return sorted(lengths)
 
-    def _pinned_tokens(self) -> int:
-        return sum(len(p.tokens) for p in self.pins)
+    def _make_room_for_pins(self, count: int, cells: int) -> bool:
+        if count > self.config.num_pin_slots or cells > self.config.max_pinned_tokens:
+            return False
+        while self.pins and (
+            len(self.pins) + count > self.config.num_pin_slots
+            or self._pinned_cells() + cells > self.config.max_pinned_tokens
+        ):
+            self._drop_pin(min(self.pins, key=lambda p: p.expires_s))
+        return True
+
+    def _pinned_cells(self) -> int:
+        """Cells held by the snapshots, each counted once however many entries share it."""
+        return sum({p.seq_id: p.cells for p in self.pins}.values())
 
     def _touch_pin(self, seq_id: int) -> None:
         for pin in self.pins:
@@ -288,8 +307,8 @@ class KvCache:
 
     def _drop_pin(self, pin: PinnedPrefix) -> None:
         self.pins.remove(pin)
-        self._pending_ops.append(MemOp("rm", pin.seq_id))
-        self.free_pin_ids.append(pin.seq_id)
+        if all(p.seq_id != pin.seq_id for p in self.pins):
+            self._pending_ops.append(MemOp("rm", pin.seq_id))
 
     def expire_pins(self, now: float) -> None:
         for pin in [p for p in self.pins if p.expires_s <= now]:

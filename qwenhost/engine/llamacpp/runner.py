@@ -40,7 +40,7 @@ LOG_CALLBACK = L.llama_log_callback(_forward_log)  # shared by mtmd (projector.p
 @dataclass(frozen=True, slots=True)
 class RunnerConfig:
     model_path: str
-    num_seq_ids: int  # running slots + explicit-cache slots
+    num_seq_ids: int  # running slots; an id at or above it is a host-memory snapshot key (kvcache.py)
     kv_tokens: int | None  # total KV cells shared by all sequences; None: context_length * parallel
     batch_tokens: int
     n_threads: int
@@ -117,10 +117,11 @@ class LlamaRunner:
             L.llama_model_free(self.model)
             raise RuntimeError(
                 f"could not create the llama.cpp context for {ctx_params.n_ctx} KV cells (not enough memory?): "
-                'lower context_length, parallel or cache_slots, use kv_cache_type = "q8_0", or bound the '
+                'lower context_length or parallel, use kv_cache_type = "q8_0", or bound the '
                 "cache with kv_cache_tokens"
             )
         self.memory = L.llama_get_memory(self.ctx)
+        self._snapshots: dict[int, ctypes.Array[ctypes.c_uint8]] = {}  # explicit-cache entries' cells
         self.kv_tokens = L.llama_n_ctx(self.ctx)
         self.pieces = [self._piece(t) for t in range(self.n_vocab)]
         self.eog = frozenset(t for t in range(self.n_vocab) if L.llama_vocab_is_eog(self.vocab, t))
@@ -219,7 +220,11 @@ class LlamaRunner:
 
     def apply(self, ops: Iterable[MemOp]) -> None:
         for op in ops:
-            if op.kind == "rm":
+            if op.dst >= self.config.num_seq_ids:
+                self._snapshot_op(op)
+            elif op.kind == "cp" and op.src >= self.config.num_seq_ids:
+                self._restore(op)
+            elif op.kind == "rm":
                 L.llama_memory_seq_rm(self.memory, op.dst, op.p0, op.p1)
             elif op.kind == "cp" and self.config.kv_split:
                 # Streams copy whole (llama.cpp refuses part of one): copy, then cut the tail.
@@ -229,6 +234,32 @@ class LlamaRunner:
                     L.llama_memory_seq_rm(self.memory, op.dst, op.p1, -1)
             elif op.kind == "cp":
                 L.llama_memory_seq_cp(self.memory, op.src, op.dst, op.p0, op.p1)
+
+    def _snapshot_op(self, op: MemOp) -> None:
+        """``rm``: forget snapshot ``dst``; ``cp``: copy sequence ``src``'s cells into snapshot ``dst``."""
+        if op.kind == "rm":
+            self._snapshots.pop(op.dst, None)
+            return
+        size = L.llama_state_seq_get_size(self.ctx, op.src)
+        buf = (ctypes.c_uint8 * size)()
+        if L.llama_state_seq_get_data(self.ctx, buf, size, op.src) == 0:
+            raise DecodeError(f"could not copy sequence {op.src} into an explicit-cache entry")
+        self._snapshots[op.dst] = buf
+
+    def _restore(self, op: MemOp) -> None:
+        """Give sequence ``dst`` the cells of snapshot ``src`` up to position ``p1``. A failure raises:
+        a sequence believed to hold a prefix it does not hold would silently corrupt its answer."""
+        buf = self._snapshots.get(op.src)
+        if buf is None:
+            raise DecodeError(f"explicit-cache entry {op.src} is not held")
+        L.llama_memory_seq_rm(self.memory, op.dst, -1, -1)
+        if L.llama_state_seq_set_data(self.ctx, buf, len(buf), op.dst) == 0:
+            raise KvCacheFull(f"no KV cells left to restore explicit-cache entry {op.src}")
+        if op.p1 >= 0:
+            L.llama_memory_seq_rm(self.memory, op.dst, op.p1, -1)
+
+    def snapshot_bytes(self) -> int:
+        return sum(len(buf) for buf in self._snapshots.values())
 
     # -- vocabulary -------------------------------------------------------------------------------
     def _piece(self, token: int) -> bytes:
