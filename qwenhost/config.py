@@ -46,6 +46,11 @@ DASHSCOPE_ALIASES = DEFAULT_TEXT_ALIASES
 # name to its ggml type and refuses any other.
 KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# constrained_loop_tokens: 0 (no guard) or a span long enough that no legitimate short output is one block
+# repeated all along it, and short enough that a loop ends long before a context fills; constrained_loop_period:
+# the longest block counted, checked for each constrained token (its cost), at most half the span (two blocks).
+LOOP_TOKENS_RANGE = (64, 65536)
+LOOP_PERIOD_MAX = 256
 TABLES = (
     "server",
     "models",
@@ -95,6 +100,10 @@ class ModelConfig:
     thinking_default: bool | None = None  # hybrid families: thinking when the request is silent; None: family's
     stream_only_thinking: bool | None = None  # refuse non-streaming thinking calls as DashScope does; None: family's
     watchdog_s: float = 60.0  # no engine step for this long while it has work: /health 503, requests refused
+    # Constrained output whose last constrained_loop_tokens tokens are one block of at most
+    # constrained_loop_period tokens repeated ends with "length" (docs/tools-and-structured-output.md); 0: never.
+    constrained_loop_tokens: int = 128
+    constrained_loop_period: int = 32
 
     @property
     def is_kv_split(self) -> bool:
@@ -235,6 +244,20 @@ def _check_model(config: ModelConfig, where: str, source: Source) -> None:
         raise source.error(where, f"unknown family {config.family!r}; known: {', '.join(sorted(FORMATS))}")
     if config.watchdog_s <= 0:
         raise source.error(where, "watchdog_s must be more than 0")
+    _check_loop_guard(config, where, source)
+
+
+def _check_loop_guard(config: ModelConfig, where: str, source: Source) -> None:
+    span, period = config.constrained_loop_tokens, config.constrained_loop_period
+    low, high = LOOP_TOKENS_RANGE
+    if span != 0 and not low <= span <= high:
+        raise source.error(
+            where, f"constrained_loop_tokens must be 0 (no loop guard) or from {low} to {high}, not {span}"
+        )
+    most = min(LOOP_PERIOD_MAX, span // 2) if span else LOOP_PERIOD_MAX
+    if not 1 <= period <= most:
+        half = f" (half of constrained_loop_tokens = {span})" if most < LOOP_PERIOD_MAX else ""
+        raise source.error(where, f"constrained_loop_period must be from 1 to {most}{half}, not {period}")
 
 
 def _server(raw: Any, source: Source) -> tuple[ServerConfig, list[str], list[str]]:

@@ -22,6 +22,7 @@ from qwenhost.config_features import UploadsConfig
 from qwenhost.core.errors import ServeError
 from qwenhost.engine.llamacpp.backend import EngineConfig, LlamaCppBackend
 from qwenhost.engine.llamacpp.cpu_probe import extra_buffers_work
+from qwenhost.engine.llamacpp.decoder import LoopGuard
 from qwenhost.engine.llamacpp.runner import RunnerConfig
 from qwenhost.engine.llamacpp.scheduler import SchedulerConfig
 from qwenhost.engine.protocol import Backend
@@ -101,6 +102,7 @@ def engine_config(mc: ModelConfig, max_image_tokens: int = 16384) -> EngineConfi
         mmproj=mmproj,
         max_image_tokens=max_image_tokens,
         watchdog_s=mc.watchdog_s,
+        loop_guard=LoopGuard(mc.constrained_loop_tokens, mc.constrained_loop_period),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 import numpy as np
@@ -9,11 +10,13 @@ import pytest
 
 from qwenhost.core.types import SamplingParams
 from qwenhost.engine.llamacpp.decoder import (
+    DEFAULT_LOOP_GUARD,
     LOOP_MAX_PERIOD,
     LOOP_SPAN_TOKENS,
     InjectedFault,
+    LoopGuard,
+    LoopWatch,
     SequenceDecoder,
-    is_looping,
 )
 from qwenhost.engine.protocol import GenerationRequest, ReasoningBudget, TokenConstraint
 from tests.engine.fakes import FakeSampler
@@ -69,7 +72,10 @@ class OnlyToken:
 
 
 def make(
-    vocab: Vocab | None = None, constraint: TokenConstraint | None = None, **fields: object
+    vocab: Vocab | None = None,
+    constraint: TokenConstraint | None = None,
+    loop_guard: LoopGuard | None = None,
+    **fields: object,
 ) -> tuple[SequenceDecoder, FakeSampler]:
     vocab = vocab or Vocab()
     values: dict[str, object] = {"max_new_tokens": 8}
@@ -82,7 +88,9 @@ def make(
         **values,  # type: ignore[arg-type]
     )
     sampler = FakeSampler(Runner(vocab))  # type: ignore[arg-type]
-    return SequenceDecoder(request, 0, sampler, vocab), sampler
+    if loop_guard is None:
+        return SequenceDecoder(request, 0, sampler, vocab), sampler
+    return SequenceDecoder(request, 0, sampler, vocab, loop_guard), sampler
 
 
 def test_samples_and_ends_with_length() -> None:
@@ -199,13 +207,59 @@ def test_no_jump_forward_while_logprobs_are_asked_for() -> None:
     assert [o.token_id for o in decoder.next_tokens(0)] == [A]  # each forced token then gets its own row
 
 
-def test_is_looping_needs_a_whole_span_of_one_repeated_block() -> None:
+def is_looping(tokens: Sequence[int], guard: LoopGuard) -> bool:
+    """What LoopWatch answers after the last of ``tokens``, by the definition: the last span_tokens tokens
+    are one block of at most max_period tokens repeated."""
+    span = guard.span_tokens
+    if span == 0 or len(tokens) < span:
+        return False
+    tail = list(tokens)[-span:]
+    return any(all(tail[i] == tail[i - p] for i in range(p, span)) for p in range(1, guard.max_period + 1))
+
+
+def watch(tokens: Sequence[int], guard: LoopGuard = DEFAULT_LOOP_GUARD) -> list[bool]:
+    w = LoopWatch(guard)
+    return [w.push(t) for t in tokens]
+
+
+def test_a_loop_is_a_whole_span_of_one_repeated_block() -> None:
     block = [11, 12, 13, 14, 15, 16, 17]
-    assert is_looping((block * 40)[:LOOP_SPAN_TOKENS])
-    assert not is_looping((block * 40)[: LOOP_SPAN_TOKENS - 1])  # not yet a whole span
-    assert not is_looping(list(range(LOOP_SPAN_TOKENS)))  # no period at all
-    assert not is_looping([1] * 10 + list(range(100, 100 + LOOP_SPAN_TOKENS - 10)))  # the repeat must span it all
-    assert not is_looping((list(range(LOOP_MAX_PERIOD + 1)) * 8)[:LOOP_SPAN_TOKENS])  # a longer period is allowed
+    assert watch((block * 40)[:LOOP_SPAN_TOKENS]) == [False] * (LOOP_SPAN_TOKENS - 1) + [True]
+    assert not any(watch(list(range(LOOP_SPAN_TOKENS * 2))))  # no period at all
+    assert not watch([1] * 10 + list(range(100, 100 + LOOP_SPAN_TOKENS - 10)))[-1]  # the repeat must span it all
+    assert not any(watch((list(range(LOOP_MAX_PERIOD + 1)) * 8)[:LOOP_SPAN_TOKENS]))  # a longer period is allowed
+    assert watch([5] * 3 + [6] * LOOP_SPAN_TOKENS).index(True) == 3 + LOOP_SPAN_TOKENS - 1  # counted from the 6s
+
+
+def test_the_span_and_the_period_are_settings() -> None:
+    block = list(range(20))
+    assert watch(block * 4, LoopGuard(64, 32)).index(True) == 63  # a shorter span fires earlier
+    assert not any(watch(block * 100, LoopGuard(64, 16)))  # a block longer than max_period is no loop
+    assert not any(watch([7] * 10_000, LoopGuard(0)))  # 0: no guard
+    assert watch(block * 3300, LoopGuard(65536, 32)).index(True) == 65535
+
+
+@pytest.mark.parametrize("guard", [LoopGuard(), LoopGuard(64, 32), LoopGuard(64, 1), LoopGuard(96, 48)])
+def test_the_watch_agrees_with_the_definition_token_by_token(guard: LoopGuard) -> None:
+    rng = random.Random(7)
+    tokens: list[int] = []
+    while len(tokens) < 4000:  # random noise and repeated blocks (some broken by one token) of every period
+        period = rng.randint(1, guard.max_period + 3)
+        block = [rng.randint(0, 3) for _ in range(period)]
+        run = (block * (guard.span_tokens // period + 2))[: rng.randint(1, guard.span_tokens + 40)]
+        if rng.random() < 0.3:
+            run[rng.randrange(len(run))] = 9
+        tokens += run + [rng.randint(0, 3) for _ in range(rng.randint(0, 5))]
+    answers = watch(tokens, guard)
+    expected = [is_looping(tokens[: n + 1], guard) for n in range(len(tokens))]
+    assert answers == expected and sum(expected) > 10  # loops of several periods were met, and agreed on
+
+
+def test_a_loop_guard_is_refused_when_it_cannot_hold_two_blocks() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        LoopGuard(40, 32)
+    with pytest.raises(ValueError, match="span_tokens >= 0"):
+        LoopGuard(-1)
 
 
 def test_constrained_output_that_loops_ends_with_length() -> None:
@@ -214,3 +268,11 @@ def test_constrained_output_that_loops_ends_with_length() -> None:
     assert [o.finish for o in outs[:-1]] == [None] * (LOOP_SPAN_TOKENS - 1) and outs[-1].finish == "length"
     free, _ = make(max_new_tokens=1000)  # free text is never cut for repeating itself
     assert all(free.next_token(0).finish is None for _ in range(LOOP_SPAN_TOKENS * 2))
+
+
+def test_the_decoder_follows_its_loop_guard() -> None:
+    shorter, _ = make(constraint=OnlyToken(allowed=B, length=10**6), loop_guard=LoopGuard(64, 32), max_new_tokens=1000)
+    assert [shorter.next_token(0).finish for _ in range(64)][-2:] == [None, "length"]
+    off, _ = make(constraint=OnlyToken(allowed=B, length=10**6), loop_guard=LoopGuard(0), max_new_tokens=1000)
+    finishes = [off.next_token(0).finish for _ in range(1000)]
+    assert finishes[-1] == "length" and finishes[:-1] == [None] * 999  # only max_new_tokens ends it

@@ -16,7 +16,7 @@ from qwenhost.core.errors import ServeError, ServiceUnavailable
 from qwenhost.core.types import SamplingParams
 from qwenhost.engine.admission import Admission
 from qwenhost.engine.llamacpp.commands import Delivery
-from qwenhost.engine.llamacpp.decoder import Sampler
+from qwenhost.engine.llamacpp.decoder import DEFAULT_LOOP_GUARD, LoopGuard, Sampler
 from qwenhost.engine.llamacpp.encoder import MediaFeed
 from qwenhost.engine.llamacpp.executor import EngineExecutor
 from qwenhost.engine.llamacpp.loop import EngineLoop
@@ -51,6 +51,7 @@ class EngineConfig:
     # The watchdog: with work in flight and no step for this long, health() reports the stall and
     # reserve() refuses with 503 until steps resume. Longer than the slowest single llama_decode.
     watchdog_s: float = 60.0
+    loop_guard: LoopGuard = DEFAULT_LOOP_GUARD  # when constrained output that repeats itself ends (decoder.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,7 @@ class LlamaCppBackend:
             self._info = replace(self._info, media=self._projector.capabilities)
             self._media = MediaFeed(self._projector, self._media_done)
         scheduler = Scheduler(self.config.scheduler, clock=time.monotonic)
-        executor = EngineExecutor(runner, scheduler, self._make_sampler, self._media)
+        executor = EngineExecutor(runner, scheduler, self._make_sampler, self._media, self.config.loop_guard)
         self._loop = EngineLoop(executor, self._publish, is_encoder_alive=self._is_encoder_alive)
         if self._media is not None:
             self._media.encoder.start()

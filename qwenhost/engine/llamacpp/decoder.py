@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -54,28 +55,63 @@ class InjectedFault(RuntimeError):
 
 # Constrained output that repeats itself: a grammar allows a string (or an array) to go on, and a small model
 # can loop inside it until the context is full (a tool argument repeating one sentence for 200 s). When the
-# last LOOP_SPAN_TOKENS tokens of a constrained region are one block of at most LOOP_MAX_PERIOD tokens
-# repeated, the choice ends with finish_reason "length" (docs/tools-and-structured-output.md).
+# last span_tokens tokens of a constrained region are one block of at most max_period tokens repeated, the
+# choice ends with finish_reason "length" (docs/tools-and-structured-output.md). These are the defaults of
+# the per-model settings constrained_loop_tokens and constrained_loop_period (config.py checks their ranges).
 LOOP_SPAN_TOKENS = 128
 LOOP_MAX_PERIOD = 32
 
 
-def is_looping(recent: Sequence[int]) -> bool:
-    """Whether the last LOOP_SPAN_TOKENS of ``recent`` are one block of ≤ LOOP_MAX_PERIOD tokens repeated."""
-    if len(recent) < LOOP_SPAN_TOKENS:
-        return False
-    tail = list(recent)[-LOOP_SPAN_TOKENS:]
-    last = tail[-1]
-    for period in range(1, LOOP_MAX_PERIOD + 1):
-        if tail[-1 - period] != last:
-            continue
-        if all(tail[i] == tail[i - period] for i in range(period, LOOP_SPAN_TOKENS)):
-            return True
-    return False
+@dataclass(frozen=True, slots=True)
+class LoopGuard:
+    """When constrained output is a loop: its last ``span_tokens`` tokens are one block of at most
+    ``max_period`` tokens repeated (so at least span_tokens / max_period times). ``span_tokens`` 0: never."""
+
+    span_tokens: int = LOOP_SPAN_TOKENS
+    max_period: int = LOOP_MAX_PERIOD
+
+    def __post_init__(self) -> None:
+        if self.span_tokens < 0 or self.max_period < 1:
+            raise ValueError(f"a loop guard needs span_tokens >= 0 and max_period >= 1, not {self}")
+        if self.span_tokens and self.span_tokens < 2 * self.max_period:
+            raise ValueError(f"a loop guard's span must hold the longest block twice, not {self}")
+
+
+DEFAULT_LOOP_GUARD = LoopGuard()
+
+
+class LoopWatch:
+    """Whether the tokens pushed so far end in a loop (LoopGuard), in O(max_period) time and memory a token
+    whatever the span: for each period p it counts the latest tokens in a row that equal the token p before
+    them; the last span_tokens tokens are one block of p repeated once span_tokens - p of them do."""
+
+    def __init__(self, guard: LoopGuard) -> None:
+        self.guard = guard
+        self._history: deque[int] = deque(maxlen=guard.max_period)
+        self._runs = [0] * guard.max_period  # _runs[p - 1]: for period p
+
+    def push(self, token: int) -> bool:
+        span = self.guard.span_tokens
+        if not span:
+            return False
+        history, runs = self._history, self._runs
+        is_loop = False
+        for p in range(1, len(history) + 1):  # a period longer than what came before has nothing to match
+            runs[p - 1] = runs[p - 1] + 1 if history[-p] == token else 0
+            is_loop = is_loop or runs[p - 1] >= span - p
+        history.append(token)
+        return is_loop
 
 
 class SequenceDecoder:
-    def __init__(self, request: GenerationRequest, choice: int, sampler: Sampler, vocab: Vocabulary) -> None:
+    def __init__(
+        self,
+        request: GenerationRequest,
+        choice: int,
+        sampler: Sampler,
+        vocab: Vocabulary,
+        loop_guard: LoopGuard = DEFAULT_LOOP_GUARD,
+    ) -> None:
         self.choice = choice
         self.sampler = sampler
         self.vocab = vocab
@@ -90,7 +126,7 @@ class SequenceDecoder:
         self.top_logprobs = request.top_logprobs
         self.max_new_tokens = request.max_new_tokens
         self.num_generated = 0
-        self._recent: deque[int] = deque(maxlen=LOOP_SPAN_TOKENS)  # constrained output only
+        self._loop = LoopWatch(loop_guard)  # constrained output only
         self._is_fault_armed = request.inject_fault
 
     def next_tokens(self, row: int, stored: np.ndarray | None = None) -> list[TokenOut]:
@@ -172,8 +208,7 @@ class SequenceDecoder:
         if self.constraint is not None:
             if self.constraint.is_finished():
                 return "stop", False
-            self._recent.append(token)
-            if is_looping(self._recent):
+            if self._loop.push(token):
                 return "length", False
         if self.thought is not None:
             # thinking_budget: once the thought has used it, the close tag is forced (spec §1.3 #21).

@@ -20,7 +20,7 @@ import numpy as np
 from qwenhost.core.errors import CapacityExceeded, InternalError, ServeError
 from qwenhost.core.types import CacheReport
 from qwenhost.engine.llamacpp.commands import Abort, CancelAll, Command, Delivery, MediaDone, Submit
-from qwenhost.engine.llamacpp.decoder import SamplerFactory, SequenceDecoder, Vocabulary
+from qwenhost.engine.llamacpp.decoder import DEFAULT_LOOP_GUARD, LoopGuard, SamplerFactory, SequenceDecoder, Vocabulary
 from qwenhost.engine.llamacpp.encoder import MediaFeed
 from qwenhost.engine.llamacpp.plan import BatchToken, MediaSlice, MemOp, StepPlan
 from qwenhost.engine.llamacpp.runner import KvCacheFull
@@ -57,9 +57,15 @@ class EngineStats:
 
 class EngineExecutor:
     def __init__(
-        self, runner: Runner, scheduler: Scheduler, make_sampler: SamplerFactory, media: MediaFeed | None = None
+        self,
+        runner: Runner,
+        scheduler: Scheduler,
+        make_sampler: SamplerFactory,
+        media: MediaFeed | None = None,
+        loop_guard: LoopGuard = DEFAULT_LOOP_GUARD,
     ) -> None:
         self.runner = runner
+        self.loop_guard = loop_guard
         self.scheduler = scheduler
         self.make_sampler = make_sampler
         self.media = media
@@ -198,7 +204,7 @@ class EngineExecutor:
         for seq in group.seqs:
             if seq not in self._decoders:  # a resumed sequence keeps its decoder (sampler state)
                 sampler = self.make_sampler(request.sampling[seq.choice], request.prompt)
-                self._decoders[seq] = SequenceDecoder(request, seq.choice, sampler, self.runner)
+                self._decoders[seq] = SequenceDecoder(request, seq.choice, sampler, self.runner, self.loop_guard)
 
     def _decode(self, plan: StepPlan) -> dict[int, int] | None:
         """{plan.tokens index -> logits row}, or None when nothing of the plan was computed."""
