@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 
+from bench.threads import ThreadWindow
+
 REPO = Path(__file__).resolve().parents[1]
 THREADS = 2
 PARALLEL = 8
@@ -394,8 +396,10 @@ def measure(server: Server, cfg: Any, quiet: Quiet | None = None) -> dict[str, A
         if quiet is not None:
             quiet.wait()
         window = CpuWindow(quiet.pids if quiet is not None else [server.pid])
+        threads = ThreadWindow(server.pid)
         report = asyncio.run(run_bench(cfg))
         report["cpu"] = window.close()
+        report["threads"] = threads.close()
         other = report["cpu"]["cpu_other_cores"]
         if quiet is None or other < quiet.threshold_cores or len(spoiled) >= quiet.retries:
             break
