@@ -59,7 +59,7 @@ MESSAGES = [
     {"role": "system", "content": "You extract customer records as JSON."},
     {"role": "user", "content": "Record for Ada Lovelace, 12 Analytical St, mornings, gold tier, 41 orders."},
 ]
-TOOL = {
+TOOL: dict[str, Any] = {
     "type": "function",
     "function": {"name": "register_customer_record_in_crm", "description": "Store a record.", "parameters": SCHEMA},
 }
