@@ -135,7 +135,7 @@ def read_chat(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_completion(data: dict[str, Any]) -> dict[str, Any]:
-    """llama-server's /completion answer: the call object's arguments, if it names the tool."""
+    """llama-server's /completion answer: the call object's arguments; a call of another name is invalid."""
     try:
         call = json.loads(data["content"])
     except json.JSONDecodeError:
@@ -143,6 +143,7 @@ def read_completion(data: dict[str, Any]) -> dict[str, Any]:
     named = isinstance(call, dict) and call.get("name") == TOOL["function"]["name"]
     return {
         "text": json.dumps(call["arguments"]) if named else data["content"],
+        "named": named,
         "completion_tokens": data["tokens_predicted"],
         "prompt_tokens": data["tokens_evaluated"],
         "cached_tokens": data.get("timings", {}).get("cache_n"),
@@ -160,7 +161,7 @@ def one(client: httpx.Client, server: h.Server, workload: str, max_tokens: int) 
                 "cached_tokens": None, "finish_reason": None, "valid_json": False, "text": r.text[:400]}  # fmt: skip
     out = read_completion(r.json()) if url.endswith("/completion") else read_chat(r.json())
     try:
-        valid = isinstance(json.loads(out["text"]), dict)
+        valid = out.pop("named", True) and isinstance(json.loads(out["text"]), dict)
     except (json.JSONDecodeError, TypeError):
         valid = False
     return {"status": 200, "seconds": elapsed, **out, "valid_json": valid, "text": out["text"][:400]}
