@@ -122,13 +122,15 @@ def qwenhost_cmd(port: int, parallel: int, context: int, threads: int, extra: Se
     ]  # fmt: skip
 
 
-def llama_server_cmd(binary: str, port: int, parallel: int, context: int, threads: int) -> list[str]:
+def llama_server_cmd(
+    binary: str, port: int, parallel: int, context: int, threads: int, extra: Sequence[str] = ()
+) -> list[str]:
     # -c is the whole KV cache, split between the -np slots: each slot gets the same context as
     # a qwenhost sequence. --jinja: the GGUF's own chat template, as qwenhost uses it.
     return [
         binary, "-m", embedded_model_path(), "--host", "127.0.0.1", "--port", str(port),
         "-t", str(threads), "-tb", str(threads), "-np", str(parallel), "-c", str(context * parallel),
-        "--jinja", "--no-webui", *repack_args(),
+        "--jinja", "--no-webui", *repack_args(), *extra,
     ]  # fmt: skip
 
 
@@ -149,7 +151,7 @@ def side_by_side(args: argparse.Namespace) -> Iterator[tuple[Server, Server, Qui
     logs = log_dir()
     with (
         qwenhost_server(logs, PARALLEL, CONTEXT_PER_SLOT, THREADS, args.qwenhost_arg) as ours,
-        llama_server(binary, logs, PARALLEL, CONTEXT_PER_SLOT, THREADS) as peer,
+        llama_server(binary, logs, PARALLEL, CONTEXT_PER_SLOT, THREADS, args.peer_arg) as peer,
     ):
         results["commands"] = [ours.process.args, peer.process.args]
         quiet.pids = [ours.pid, peer.pid]
@@ -167,9 +169,12 @@ def qwenhost_server(
 
 
 @contextlib.contextmanager
-def llama_server(binary: str, log_dir: Path, parallel: int, context: int, threads: int) -> Iterator[Server]:
+def llama_server(
+    binary: str, log_dir: Path, parallel: int, context: int, threads: int, extra: Sequence[str] = ()
+) -> Iterator[Server]:
     port = free_port()
-    with _serve("llama-server", llama_server_cmd(binary, port, parallel, context, threads), port, "/v1", log_dir) as s:
+    cmd = llama_server_cmd(binary, port, parallel, context, threads, extra)
+    with _serve("llama-server", cmd, port, "/v1", log_dir) as s:
         yield s
 
 
@@ -309,6 +314,13 @@ def common_args(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="ARG",
         help="extra argument for qwenhost serve, repeatable (e.g. --qwenhost-arg=--kv-layout=unified)",
+    )
+    p.add_argument(
+        "--peer-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for llama-server, repeatable (e.g. --peer-arg=-fa --peer-arg=off)",
     )
     p.add_argument("--retries", type=int, default=3, help="redo a measurement that others' CPU use spoiled (default 3)")
 

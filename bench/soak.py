@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["runs"].append(soak(ours, args))
     if args.peer:
         binary = h.find_binary(args.llama_bin, "llama-server")
-        with h.llama_server(binary, logs, h.PARALLEL, h.CONTEXT_PER_SLOT, h.THREADS) as peer:
+        with h.llama_server(binary, logs, h.PARALLEL, h.CONTEXT_PER_SLOT, h.THREADS, args.peer_arg) as peer:
             results["commands"].append(peer.process.args)
             results["runs"].append(soak(peer, args))
     return results

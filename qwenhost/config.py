@@ -45,6 +45,7 @@ DASHSCOPE_ALIASES = DEFAULT_TEXT_ALIASES
 # The KV cache types llama.cpp accepts (llama-server --cache-type-k/-v); engine/llamacpp/runner.py maps each
 # name to its ggml type and refuses any other.
 KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+UNQUANTIZED_KV = ("f32", "f16", "bf16")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # constrained_loop_tokens: 0 (no guard) or a span long enough that no legitimate short output is one block
 # repeated all along it, and short enough that a loop ends long before a context fills; constrained_loop_period:
@@ -90,6 +91,10 @@ class ModelConfig:
     # llama.cpp's CPU extra buffer types (AMX kernels, repacked weights; llama-server's --no-repack).
     # None: on, unless this CPU advertises AMX and a probe decode with them crashes (some VMs).
     weight_repack: bool | None = None
+    # llama.cpp's flash attention. None: off when the model runs on the CPU (gpu_layers = 0), llama.cpp's
+    # "auto" otherwise. On the CPU its kernel slows down with the cells a row attends over: decode was
+    # 0.54x as fast at 1,024 cells of context and faster only below ~64 (docs/performance.md).
+    flash_attn: bool | None = None
     max_waiting: int = 64
     queue_timeout_s: float = 120.0
     cache_slots: int = 4  # explicit-cache (cache_control) entries kept at once (host memory)
@@ -239,6 +244,10 @@ def _check_model(config: ModelConfig, where: str, source: Source) -> None:
     if config.kv_cache_type not in KV_CACHE_TYPES:
         raise source.error(
             where, f"kv_cache_type must be one of {', '.join(KV_CACHE_TYPES)}, not {config.kv_cache_type!r}"
+        )
+    if config.flash_attn is False and config.kv_cache_type not in UNQUANTIZED_KV:
+        raise source.error(
+            where, f"kv_cache_type = {config.kv_cache_type!r} needs flash_attn (llama.cpp quantizes V only with it)"
         )
     if config.family is not None and config.family not in FORMATS:
         raise source.error(where, f"unknown family {config.family!r}; known: {', '.join(sorted(FORMATS))}")

@@ -17,7 +17,14 @@ from qwenhost.api.app import create_app
 from qwenhost.api.options import EdgeOptions
 from qwenhost.api.routes.admin import AdminRoutes
 from qwenhost.api.team import TeamHook, TeamServices
-from qwenhost.config import ConfigError, ModelConfig, ServerConfig, Settings, embedded_model_path
+from qwenhost.config import (
+    UNQUANTIZED_KV,
+    ConfigError,
+    ModelConfig,
+    ServerConfig,
+    Settings,
+    embedded_model_path,
+)
 from qwenhost.config_features import UploadsConfig
 from qwenhost.core.errors import ServeError
 from qwenhost.engine.llamacpp.backend import EngineConfig, LlamaCppBackend
@@ -70,6 +77,16 @@ def weight_repack(mc: ModelConfig) -> bool:
     return False
 
 
+def flash_attn(mc: ModelConfig) -> bool | None:
+    """The configured value; unset: off on the CPU (measured slower past ~64 cells of context), llama.cpp's
+    auto choice when layers are offloaded to a GPU or the KV cache is quantized."""
+    if mc.flash_attn is not None:
+        return mc.flash_attn
+    if mc.gpu_layers or mc.kv_cache_type not in UNQUANTIZED_KV:  # llama.cpp quantizes V only with it
+        return None
+    return False
+
+
 def engine_config(mc: ModelConfig, max_image_tokens: int = 16384) -> EngineConfig:
     threads = mc.threads or os.cpu_count() or 1
     runner = RunnerConfig(
@@ -83,6 +100,7 @@ def engine_config(mc: ModelConfig, max_image_tokens: int = 16384) -> EngineConfi
         parallel=mc.parallel,
         n_gpu_layers=mc.gpu_layers,
         weight_repack=weight_repack(mc),
+        flash_attn=flash_attn(mc),
         kv_cache_type=mc.kv_cache_type,
         kv_split=mc.is_kv_split,
     )

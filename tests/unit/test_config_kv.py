@@ -30,3 +30,18 @@ def test_bad_layouts_are_refused(tmp_path: Path) -> None:
         _model(tmp_path, 'kv_layout = "paged"\n')
     with pytest.raises(ConfigError, match="kv_cache_tokens applies to"):
         _model(tmp_path, 'kv_layout = "split"\nkv_cache_tokens = 16384\n')
+
+
+def test_flash_attention_is_off_on_the_cpu_unless_set(tmp_path: Path) -> None:
+    assert engine_config(_model(tmp_path, "")).runner.flash_attn is False  # measured slower on the CPU
+    assert engine_config(_model(tmp_path, "gpu_layers = 99\n")).runner.flash_attn is None  # llama.cpp's auto
+    assert engine_config(_model(tmp_path, "flash_attn = true\n")).runner.flash_attn is True
+    assert engine_config(_model(tmp_path, "gpu_layers = 99\nflash_attn = false\n")).runner.flash_attn is False
+    with pytest.raises(ConfigError, match="flash_attn"):
+        _model(tmp_path, 'flash_attn = "auto"\n')
+
+
+def test_a_quantized_kv_cache_keeps_flash_attention(tmp_path: Path) -> None:
+    assert engine_config(_model(tmp_path, 'kv_cache_type = "q8_0"\n')).runner.flash_attn is None
+    with pytest.raises(ConfigError, match="needs flash_attn"):
+        _model(tmp_path, 'kv_cache_type = "q8_0"\nflash_attn = false\n')
