@@ -227,6 +227,21 @@ def test_short_prefixes_are_not_copied_when_copies_are_costly() -> None:
     assert plan.admitted[0].cached_tokens == 3
 
 
+def test_a_short_prefix_held_by_a_busy_slot_is_taken_from_an_idle_one_in_place() -> None:
+    """Every slot holds the same short system prompt: the first holder found is busy (a copy, refused
+    below min_copy_tokens), but the idle slot holds the prefix too and is reused in place."""
+    s = Scheduler(config(min_copy_tokens=8), Clock())
+    s.submit(request("a", [7, 7, 7, 1, 1]))
+    run_prompt(s)
+    s.submit(request("b", [7, 7, 7, 2, 2]))
+    run_prompt(s)
+    s.finish(s.groups["b"].seqs[0])  # "a" still runs in slot 0; slot 1 is idle, holding 7 7 7 2 2
+    s.submit(request("c", [7, 7, 7, 3, 3]))
+    plan = s.schedule()
+    assert plan.admitted[0].cached_tokens == 3
+    assert plan.admitted[0].seqs[0].slot == 1 and not [op for op in plan.mem_ops if op.kind == "cp"]
+
+
 def test_a_forgotten_slot_is_emptied_and_its_cells_dropped() -> None:
     s = Scheduler(config(), Clock())
     s.submit(request("a", [1, 2, 3, 4]))

@@ -102,10 +102,16 @@ class KvCache:
         """Give each of ``seqs`` (the waiting choices of ``group``) an idle slot, reusing the longest
         cached prefix of their prompt; the caller checked can_place(len(seqs))."""
         lead = seqs[0]
-        source, reuse = self.best_source(lead.tokens, group.salt, bool(group.request.cache_pins), group.layout)
+        is_explicit = bool(group.request.cache_pins)
+        source, reuse = self.best_source(lead.tokens, group.salt, is_explicit, group.layout)
         chosen = self._choose_slots(source, reuse, len(lead.tokens), len(seqs))
         if 0 < reuse < self.config.min_copy_tokens and any(slot.seq_id != source for slot in chosen):
-            source, reuse = -1, 0  # a copy would cost more than it saves
+            # A copy would cost more than it saves. An idle slot holding a prefix as long, or nearly
+            # (a shared system prompt is in every slot), is reused in place instead.
+            source, reuse = self.best_source(lead.tokens, group.salt, is_explicit, group.layout, idle_only=True)
+            chosen = self._choose_slots(source, reuse, len(lead.tokens), len(seqs))
+            if any(slot.seq_id != source for slot in chosen):
+                source, reuse = -1, 0
         reuse_pos = group.pos_at(reuse)
         ops: list[MemOp] = []
         for seq, slot in zip(seqs, chosen, strict=True):
@@ -155,17 +161,27 @@ class KvCache:
         return [MemOp("rm", slot.seq_id)]
 
     def best_source(
-        self, tokens: list[int], salt: str, is_explicit: bool, layout: PromptLayout | None = None
+        self,
+        tokens: list[int],
+        salt: str,
+        is_explicit: bool,
+        layout: PromptLayout | None = None,
+        *,
+        idle_only: bool = False,
     ) -> tuple[int, int]:
-        """The (seq_id, length) of the longest reusable cached prefix. One token is recomputed for its
-        logits, unless an idle slot holds the whole prompt with its last logits kept (``logits_for``)."""
-        candidates: list[tuple[int, list[int], str]] = [(p.seq_id, p.tokens, p.salt) for p in self.pins]
+        """The (seq_id, length) of the longest reusable cached prefix (``idle_only``: held by an idle
+        slot). One token is recomputed for its logits, unless an idle slot holds the whole prompt with
+        its last logits kept (``logits_for``)."""
+        candidates: list[tuple[int, list[int], str]] = (
+            [] if idle_only else [(p.seq_id, p.tokens, p.salt) for p in self.pins]
+        )
         if not is_explicit:  # explicit and implicit caching exclude each other (spec §4.2)
             if layout is None:
                 whole = self._whole_prompt_slot(tokens, salt)
                 if whole is not None:
                     return whole.seq_id, len(tokens)
-            candidates += [(s.seq_id, self._held(s), s.salt) for s in self.slots]
+            slots = self.idle_slots() if idle_only else self.slots
+            candidates += [(s.seq_id, self._held(s), s.salt) for s in slots]
         best_id, best_len = -1, 0
         for seq_id, cached, cached_salt in candidates:
             if cached_salt != salt:
