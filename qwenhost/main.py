@@ -251,6 +251,7 @@ def speech_output(config: SpeechConfig) -> tuple[SpeechOutput | None, str]:
         engine.close()
         log.error("audio output is off: the speech engine cannot start: %s", exc)
         return None, f"Audio output is not available on this server: {exc}"
+    engine.close()  # it starts again with the first spoken answer: no resident worker (~29 MiB) until then
     log.info("audio output: %s (language %s)", engine.name, config.language)
     return SpeechOutput(engine, max_pending=config.max_pending), NO_AUDIO
 
