@@ -31,7 +31,8 @@ from bench import harness as h
 POINTS = ("started", "one_chat", "workload")
 CACHE_RAM_NOTE = (
     "llama-server keeps a host-RAM prompt cache (--cache-ram, default 8192 MiB) that grows with distinct "
-    "prompts; qwenhost's caches live in KV memory sized at start-up."
+    "prompts; qwenhost's prefix cache lives in the KV memory sized at start-up, and its explicit-cache "
+    "entries (cache_control) take host memory only while they exist, at most max_cached_tokens cells."
 )
 
 
