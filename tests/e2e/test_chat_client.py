@@ -19,8 +19,13 @@ from tests.support.server import REPO, RunningServer, running_server
 pytestmark = pytest.mark.e2e
 
 ANSWER_TIMEOUT_S = 180.0  # the embedded model on a busy 2-core machine; no tight timings
-# What a log record looks like with the CLI's logging format, or httpx's request line in any format.
-LOG_LINE = re.compile(r"\b(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b|HTTP Request:|^\d{4}-\d\d-\d\d \d\d:", re.M)
+# What a log record looks like with the CLI's logging format ("2026-12-02 08:00:00,123 INFO name: ..."), with
+# logging's default one ("INFO:name:..."), or httpx's request line in any format. Not a bare date or level word:
+# the model's answer may hold one (it once answered with a timestamp).
+LEVEL = r"(DEBUG|INFO|WARNING|ERROR|CRITICAL)"
+LOG_LINE = re.compile(
+    rf"^\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} {LEVEL} |\b{LEVEL} [\w.]+: |\b{LEVEL}:[\w.]+:|HTTP Request:", re.M
+)
 
 
 class Chat:

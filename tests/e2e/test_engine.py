@@ -118,6 +118,8 @@ def test_explicit_cache_entry_restores_the_same_cells(tmp_path: Path, layout: st
         first, usage = ask(cached_system, "What is fact 3?")
         created = usage["prompt_tokens_details"]["cache_creation_input_tokens"]
         assert created >= 1024
+        assert srv.gauge("pinned_prefixes") == 1
+        assert srv.gauge("pinned_prefix_bytes") > created * 10_000  # ~22 KiB a cell for this model
         for i in range(2):  # both slots now hold other prompts: the entry's cells are only in its snapshot
             ask(f"You are assistant number {i}.", "Hi")
         again, hit = ask(cached_system, "What is fact 3?")

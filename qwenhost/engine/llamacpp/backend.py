@@ -249,6 +249,7 @@ class LlamaCppBackend:
             "faults": s.faults,
             "seconds_without_progress": loop.seconds_without_progress(),
             "pinned_prefixes": len(sched.pins),
+            "pinned_prefix_bytes": runner.snapshot_bytes(),
             "kv_cells_capacity": runner.kv_tokens,
             "kv_tokens_held": sched.cache.tokens_held(),
             **self._media_stats(),

@@ -259,7 +259,8 @@ class LlamaRunner:
             L.llama_memory_seq_rm(self.memory, op.dst, op.p1, -1)
 
     def snapshot_bytes(self) -> int:
-        return sum(len(buf) for buf in self._snapshots.values())
+        """Host memory held by explicit-cache entries (read from other threads: values() copied at once)."""
+        return sum(len(buf) for buf in list(self._snapshots.values()))
 
     # -- vocabulary -------------------------------------------------------------------------------
     def _piece(self, token: int) -> bytes:
