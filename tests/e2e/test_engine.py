@@ -205,6 +205,7 @@ def test_metrics_and_access_log(server: RunningServer, client: openai.OpenAI) ->
         "qwenhost_engine_kv_cells_capacity",
     ):
         assert name in text, name
+    assert server.gauge("busy_seconds") > 0  # the steps of that request took some time
     assert '"request_id"' in server.log() and '"finish_reason"' in server.log()
 
 

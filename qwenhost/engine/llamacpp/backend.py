@@ -242,6 +242,7 @@ class LlamaCppBackend:
             "in_flight_requests": self.admission.in_flight_requests,
             "in_flight_sequences": self.admission.in_flight_sequences,
             "engine_steps": s.steps,
+            "busy_seconds": s.step_s,  # wall time inside steps: its rate is the engine's duty cycle
             "decoded_tokens": s.decoded_tokens,
             "prompt_tokens": s.prompt_tokens,
             "cached_prompt_tokens": s.cached_tokens,
