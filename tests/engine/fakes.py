@@ -38,6 +38,7 @@ class FakeRunner:
         self.batches: list[list[BatchToken]] = []
         self.ops: list[MemOp] = []
         self.fail_decode: BaseException | None = None
+        self.full_seq_ids: set[int] = set()
         self.gate: threading.Event | None = None
         self.entered = threading.Event()
         self._logits = np.zeros((0, N_VOCAB), dtype=np.float32)
@@ -63,8 +64,12 @@ class FakeRunner:
         row_logits: np.ndarray = self._logits[row]
         return row_logits
 
-    def apply(self, ops: Iterable[MemOp]) -> None:
+    def apply(self, ops: Iterable[MemOp]) -> list[int]:
+        """Records ``ops``; a copy into a sequence id in ``full_seq_ids`` fails as a restore into a full
+        cache would."""
+        ops = list(ops)
         self.ops.extend(ops)
+        return [op.dst for op in ops if op.kind == "cp" and op.dst in self.full_seq_ids]
 
 
 def next_token(token: int) -> int:

@@ -83,6 +83,19 @@ def test_an_injected_fault_fails_only_its_request() -> None:
     assert_completed(h, "next", first=10, count=2)
 
 
+def test_an_explicit_cache_entry_that_finds_no_room_fails_only_its_request() -> None:
+    h = Harness(num_slots=2)
+    h.submit(request("a", [1, 2, 3, 4, 5, 6], max_new=2, pins=(5,)))
+    h.run()  # "a" leaves an entry: a snapshot of its prompt's cells
+    assert [p.tokens for p in h.scheduler.pins] == [[1, 2, 3, 4, 5]]
+    h.runner.full_seq_ids = {1}  # "b" is restored into the empty slot 1, and the cache has no room there
+    h.submit(request("b", [1, 2, 3, 4, 5, 9], max_new=2, pins=(5,)), request("c", [20, 21], max_new=2))
+    h.run()
+    assert isinstance(h.error("b"), CapacityExceeded)
+    assert_completed(h, "c", first=22, count=2)
+    assert all(slot.owner is None for slot in h.scheduler.slots) and h.scheduler.slots[1].tokens == []
+
+
 class BreaksAfter:
     """A grammar that allows anything and breaks at its ``limit``-th token."""
 

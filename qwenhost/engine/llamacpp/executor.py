@@ -40,7 +40,9 @@ class Runner(Vocabulary, Protocol):
 
     def decode_embeddings(self, embd: np.ndarray, positions: np.ndarray, seq_ids: tuple[int, ...]) -> None: ...
 
-    def apply(self, ops: Iterable[MemOp]) -> None: ...
+    def apply(self, ops: Iterable[MemOp]) -> list[int]:
+        """Apply ``ops``; returns the sequence ids an explicit-cache entry could not be restored into."""
+        ...
 
 
 @dataclass
@@ -172,7 +174,7 @@ class EngineExecutor:
             self.fail_request(group.request_id, CapacityExceeded())
         for group in plan.admitted:
             self._guard(group, self._start_group)
-        self.runner.apply(plan.mem_ops)
+        self._apply(plan.mem_ops)
         for group, index in plan.encode:
             self._guard(group, partial(self._want_media, index=index))
         for group in plan.replay:
@@ -187,8 +189,16 @@ class EngineExecutor:
             self.stats.decoded_tokens += len(plan.tokens)
         if plan.media:  # after sampling: another llama_decode overwrites the logits
             self._decode_media(plan.media)
-        self.runner.apply(self.scheduler.cache.take_pending_ops())
+        self._apply(self.scheduler.cache.take_pending_ops())
         return bool(plan.tokens or plan.media or plan.admitted or plan.expired or plan.replay or self.outbox)
+
+    def _apply(self, ops: list[MemOp]) -> None:
+        """Memory operations; a sequence whose explicit-cache entry found no room (the unified layout, full)
+        would hold less than the scheduler believes: its request fails, the others go on."""
+        for seq_id in self.runner.apply(ops):
+            for group in [g for g in self.scheduler.groups.values() if any(s.slot == seq_id for s in g.seqs)]:
+                log.warning("request %s: no KV cells to restore its explicit-cache entry", group.request_id)
+                self.fail(group, CapacityExceeded(), is_kv_suspect=True)
 
     def _guard(self, group: Group, work: Callable[[Group], None]) -> None:
         """Run ``work(group)``; an exception fails ``group`` only."""

@@ -218,12 +218,16 @@ class LlamaRunner:
         ptr = L.llama_get_logits_ith(self.ctx, row)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
-    def apply(self, ops: Iterable[MemOp]) -> None:
+    def apply(self, ops: Iterable[MemOp]) -> list[int]:
+        """Apply ``ops`` in order; returns the sequence ids an explicit-cache entry could not be restored
+        into (no free cells: the unified layout, full), which the caller must fail."""
+        failed: list[int] = []
         for op in ops:
             if op.dst >= self.config.num_seq_ids:
                 self._snapshot_op(op)
             elif op.kind == "cp" and op.src >= self.config.num_seq_ids:
-                self._restore(op)
+                if not self._restore(op):
+                    failed.append(op.dst)
             elif op.kind == "rm":
                 L.llama_memory_seq_rm(self.memory, op.dst, op.p0, op.p1)
             elif op.kind == "cp" and self.config.kv_split:
@@ -234,6 +238,7 @@ class LlamaRunner:
                     L.llama_memory_seq_rm(self.memory, op.dst, op.p1, -1)
             elif op.kind == "cp":
                 L.llama_memory_seq_cp(self.memory, op.src, op.dst, op.p0, op.p1)
+        return failed
 
     def _snapshot_op(self, op: MemOp) -> None:
         """``rm``: forget snapshot ``dst``; ``cp``: copy sequence ``src``'s cells into snapshot ``dst``."""
@@ -246,17 +251,19 @@ class LlamaRunner:
             raise DecodeError(f"could not copy sequence {op.src} into an explicit-cache entry")
         self._snapshots[op.dst] = buf
 
-    def _restore(self, op: MemOp) -> None:
-        """Give sequence ``dst`` the cells of snapshot ``src`` up to position ``p1``. A failure raises:
-        a sequence believed to hold a prefix it does not hold would silently corrupt its answer."""
+    def _restore(self, op: MemOp) -> bool:
+        """Give sequence ``dst`` the cells of snapshot ``src`` up to position ``p1``; False when they found
+        no room (a sequence believed to hold a prefix it does not hold would silently corrupt its answer)."""
         buf = self._snapshots.get(op.src)
         if buf is None:
             raise DecodeError(f"explicit-cache entry {op.src} is not held")
         L.llama_memory_seq_rm(self.memory, op.dst, -1, -1)
         if L.llama_state_seq_set_data(self.ctx, buf, len(buf), op.dst) == 0:
-            raise KvCacheFull(f"no KV cells left to restore explicit-cache entry {op.src}")
+            L.llama_memory_seq_rm(self.memory, op.dst, -1, -1)
+            return False
         if op.p1 >= 0:
             L.llama_memory_seq_rm(self.memory, op.dst, op.p1, -1)
+        return True
 
     def snapshot_bytes(self) -> int:
         """Host memory held by explicit-cache entries (read from other threads: values() copied at once)."""
