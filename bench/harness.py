@@ -19,9 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench.threads import ThreadWindow
+from tests.support.server import stop, wait_healthy  # the same start-up wait and stop as the test servers
 
 REPO = Path(__file__).resolve().parents[1]
 THREADS = 2
@@ -82,21 +81,8 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(x) for x in fields_[11:15]) / CLK_TCK
 
 
-def _wait_healthy(server: Server, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"{server.name} exited with {server.process.returncode}; see {server.log_path}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(server.health_url, timeout=2).status_code == 200:
-                return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{server.name} did not become healthy; see {server.log_path}")
-        time.sleep(0.2)
-
-
 @contextlib.contextmanager
-def _serve(name: str, cmd: Sequence[str], port: int, prefix: str, log_dir: Path) -> Iterator[Server]:
+def serve(name: str, cmd: Sequence[str], port: int, prefix: str, log_dir: Path) -> Iterator[Server]:
     log_path = log_dir / f"{name}-{port}.log"
     with log_path.open("wb") as log:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -104,15 +90,10 @@ def _serve(name: str, cmd: Sequence[str], port: int, prefix: str, log_dir: Path)
     root = f"http://127.0.0.1:{port}"
     server = Server(name, process, port, f"{root}{prefix}", f"{root}/health", log_path)
     try:
-        _wait_healthy(server, 300)
+        wait_healthy(process, server.health_url, log_path, 300)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def qwenhost_cmd(port: int, parallel: int, context: int, threads: int, extra: Sequence[str] = ()) -> list[str]:
@@ -164,7 +145,7 @@ def qwenhost_server(
 ) -> Iterator[Server]:
     port = free_port()
     cmd = qwenhost_cmd(port, parallel, context, threads, extra)
-    with _serve("qwenhost", cmd, port, "/compatible-mode/v1", log_dir) as s:
+    with serve("qwenhost", cmd, port, "/compatible-mode/v1", log_dir) as s:
         yield s
 
 
@@ -174,7 +155,7 @@ def llama_server(
 ) -> Iterator[Server]:
     port = free_port()
     cmd = llama_server_cmd(binary, port, parallel, context, threads, extra)
-    with _serve("llama-server", cmd, port, "/v1", log_dir) as s:
+    with serve("llama-server", cmd, port, "/v1", log_dir) as s:
         yield s
 
 

@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results["settings"] = {"parallel": parallel, "context_per_sequence": context, "threads": threads}
     logs = h.log_dir()
     with (
-        h._serve("qwenhost", cmd, port, "/compatible-mode/v1", logs) as ours,
+        h.serve("qwenhost", cmd, port, "/compatible-mode/v1", logs) as ours,
         h.llama_server(binary, logs, parallel, context, threads) as peer,
     ):
         results["commands"] = [ours.process.args, peer.process.args]
