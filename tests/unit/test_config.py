@@ -9,16 +9,11 @@ from pathlib import Path
 import pytest
 
 from qwenhost.api.body import DEFAULT_MAX_BODY_BYTES
-from qwenhost.config import KV_CACHE_TYPES, ConfigError, Settings, load_settings
+from qwenhost.config import KV_CACHE_TYPES, ConfigError, load_settings
 from qwenhost.main import configure_logging, engine_config
+from tests.support.config import load_toml
 
 MODEL = '[[models]]\nname = "m"\npath = "x.gguf"\n'
-
-
-def _load(tmp_path: Path, text: str) -> Settings:
-    cfg = tmp_path / "qwenhost.toml"
-    cfg.write_text(text, "utf-8")
-    return load_settings(str(cfg), environ={})
 
 
 @pytest.mark.parametrize(
@@ -35,7 +30,7 @@ def _load(tmp_path: Path, text: str) -> Settings:
 )
 def test_unknown_keys_name_the_key_and_the_file(tmp_path: Path, text: str, where: str) -> None:
     with pytest.raises(ConfigError) as info:
-        _load(tmp_path, text)
+        load_toml(tmp_path, text)
     assert str(info.value).startswith(f"{tmp_path / 'qwenhost.toml'}: {where}"), str(info.value)
 
 
@@ -60,7 +55,7 @@ def test_unknown_keys_name_the_key_and_the_file(tmp_path: Path, text: str, where
 )
 def test_bad_values_name_the_key_and_the_file(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
-        _load(tmp_path, text)
+        load_toml(tmp_path, text)
     assert str(info.value).startswith(f"{tmp_path / 'qwenhost.toml'}: {message}"), str(info.value)
 
 
@@ -74,7 +69,7 @@ def test_server_keys_and_defaults(tmp_path: Path) -> None:
     assert server.max_body_bytes == DEFAULT_MAX_BODY_BYTES == 64 * 1024 * 1024
     assert server.shutdown_grace_s == 30.0 and server.test_faults is False
     text = "[server]\nmax_body_bytes = 1024\nshutdown_grace_s = 5\ntest_faults = true\nlog_level = 'warning'\n"
-    server = _load(tmp_path, text).server
+    server = load_toml(tmp_path, text).server
     assert (server.max_body_bytes, server.shutdown_grace_s, server.test_faults) == (1024, 5.0, True)
     assert isinstance(server.shutdown_grace_s, float)  # an integer is a number
     assert server.log_level == "warning"
@@ -84,12 +79,12 @@ def test_server_keys_and_defaults(tmp_path: Path) -> None:
 
 def test_every_kv_cache_type_llama_cpp_accepts_is_taken(tmp_path: Path) -> None:
     for name in KV_CACHE_TYPES:
-        model = _load(tmp_path, MODEL + f'kv_cache_type = "{name}"\n').models[0]
+        model = load_toml(tmp_path, MODEL + f'kv_cache_type = "{name}"\n').models[0]
         assert engine_config(model).runner.kv_cache_type == name
 
 
 def test_watchdog_reaches_the_engine(tmp_path: Path) -> None:
-    model = _load(tmp_path, MODEL + "watchdog_s = 12.5\n").models[0]
+    model = load_toml(tmp_path, MODEL + "watchdog_s = 12.5\n").models[0]
     assert model.watchdog_s == 12.5 and engine_config(model).watchdog_s == 12.5
     assert engine_config(load_settings(None, environ={}).models[0]).watchdog_s == 60.0
 
@@ -98,10 +93,10 @@ def test_log_level_and_access_log_are_honoured(tmp_path: Path) -> None:
     root, access = logging.getLogger(), logging.getLogger("qwenhost.access")
     saved = root.level, access.level
     try:
-        configure_logging(_load(tmp_path, "[server]\nlog_level = 'warning'\naccess_log = true\n").server)
+        configure_logging(load_toml(tmp_path, "[server]\nlog_level = 'warning'\naccess_log = true\n").server)
         assert root.level == logging.WARNING
         assert access.isEnabledFor(logging.INFO)  # access lines whatever log_level says
-        configure_logging(_load(tmp_path, "[server]\naccess_log = false\n").server)
+        configure_logging(load_toml(tmp_path, "[server]\naccess_log = false\n").server)
         assert root.level == logging.INFO and not access.isEnabledFor(logging.CRITICAL)
     finally:
         root.setLevel(saved[0])

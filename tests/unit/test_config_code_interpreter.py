@@ -7,17 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from qwenhost.config import ConfigError, Settings, load_settings
-
-
-def _load(tmp_path: Path, text: str) -> Settings:
-    path = tmp_path / "q.toml"
-    path.write_text(text, "utf-8")
-    return load_settings(str(path), environ={})
+from qwenhost.config import ConfigError, Settings
+from tests.support.config import load_toml
 
 
 def test_own_keys_and_sandbox_limits(tmp_path: Path) -> None:
-    settings = _load(tmp_path, '[code_interpreter]\nmax_calls = 2\nwall_timeout_s = 7\npython = "/usr/bin/python3"\n')
+    settings = load_toml(
+        tmp_path, '[code_interpreter]\nmax_calls = 2\nwall_timeout_s = 7\npython = "/usr/bin/python3"\n'
+    )
     code = settings.code_interpreter
     assert code.enabled and code.max_calls == 2 and code.test_pinned_code is None
     assert code.sandbox.wall_timeout_s == 7.0 and code.sandbox.python == "/usr/bin/python3"
@@ -35,5 +32,5 @@ def test_own_keys_and_sandbox_limits(tmp_path: Path) -> None:
 )
 def test_bad_values_are_refused_naming_the_key(tmp_path: Path, text: str, problem: str) -> None:
     with pytest.raises(ConfigError) as err:
-        _load(tmp_path, text)
+        load_toml(tmp_path, text)
     assert problem in str(err.value) and "[code_interpreter]" in str(err.value)

@@ -6,19 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from qwenhost.config import ConfigError, ModelConfig, load_settings
+from qwenhost.config import ConfigError
 from qwenhost.engine.llamacpp.decoder import DEFAULT_LOOP_GUARD, LoopGuard
 from qwenhost.main import engine_config
-
-
-def _model(tmp_path: Path, body: str) -> ModelConfig:
-    cfg = tmp_path / "q.toml"
-    cfg.write_text(f'[[models]]\nname = "m"\npath = "x.gguf"\n{body}', "utf-8")
-    return load_settings(str(cfg), environ={}).models[0]
+from tests.support.config import config_path, one_model
 
 
 def test_the_defaults_are_the_documented_guard(tmp_path: Path) -> None:
-    model = _model(tmp_path, "")
+    model = one_model(tmp_path, "")
     assert (model.constrained_loop_tokens, model.constrained_loop_period) == (128, 32)
     assert engine_config(model).loop_guard == DEFAULT_LOOP_GUARD == LoopGuard(128, 32)
 
@@ -34,7 +29,7 @@ def test_the_defaults_are_the_documented_guard(tmp_path: Path) -> None:
     ],
 )
 def test_set_values_reach_the_engine(tmp_path: Path, body: str, guard: LoopGuard) -> None:
-    assert engine_config(_model(tmp_path, body)).loop_guard == guard
+    assert engine_config(one_model(tmp_path, body)).loop_guard == guard
 
 
 @pytest.mark.parametrize(
@@ -68,6 +63,6 @@ def test_set_values_reach_the_engine(tmp_path: Path, body: str, guard: LoopGuard
 )
 def test_out_of_range_values_are_refused_by_name(tmp_path: Path, body: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
-        _model(tmp_path, body)
-    assert str(info.value).startswith(f"{tmp_path / 'q.toml'}: "), str(info.value)
+        one_model(tmp_path, body)
+    assert str(info.value).startswith(f"{config_path(tmp_path)}: "), str(info.value)
     assert message in str(info.value), str(info.value)

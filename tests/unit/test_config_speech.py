@@ -6,19 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from qwenhost.config import ConfigError, load_settings
-
-
-def load(tmp_path: Path, text: str) -> object:
-    path = tmp_path / "q.toml"
-    path.write_text(text, "utf-8")
-    return load_settings(str(path), environ={})
+from qwenhost.config import ConfigError
+from tests.support.config import load_toml
 
 
 def test_defaults_and_a_set_language(tmp_path: Path) -> None:
-    settings = load(tmp_path, '[speech]\nlanguage = "cmn"\nmax_pending = 3\n')
-    assert settings.speech.language == "cmn" and settings.speech.max_pending == 3  # type: ignore[attr-defined]
-    assert settings.speech.enabled  # type: ignore[attr-defined]
+    settings = load_toml(tmp_path, '[speech]\nlanguage = "cmn"\nmax_pending = 3\n')
+    assert settings.speech.language == "cmn" and settings.speech.max_pending == 3
+    assert settings.speech.enabled
 
 
 @pytest.mark.parametrize(
@@ -31,4 +26,4 @@ def test_defaults_and_a_set_language(tmp_path: Path) -> None:
 )
 def test_refused(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        load(tmp_path, text)
+        load_toml(tmp_path, text)

@@ -8,12 +8,11 @@ import pytest
 
 from qwenhost.config import ConfigError, load_settings
 from qwenhost.config_features import LimitsConfig, ModelLimit, StoreConfig, default_store_path
+from tests.support.config import load_toml
 
 
 def _load(tmp_path: Path, text: str) -> tuple[StoreConfig, LimitsConfig]:
-    path = tmp_path / "qwenhost.toml"
-    path.write_text(text, "utf-8")
-    settings = load_settings(str(path), environ={})
+    settings = load_toml(tmp_path, text)
     return settings.store, settings.limits
 
 

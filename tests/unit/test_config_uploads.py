@@ -6,15 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from qwenhost.config import ConfigError, Settings, load_settings
+from qwenhost.config import ConfigError, load_settings
 from qwenhost.config_features import UploadsConfig
 from qwenhost.main import open_uploads
-
-
-def _load(tmp_path: Path, text: str) -> Settings:
-    cfg = tmp_path / "qwenhost.toml"
-    cfg.write_text(text, "utf-8")
-    return load_settings(str(cfg), environ={})
+from tests.support.config import load_toml
 
 
 def test_defaults_are_dashscopes() -> None:
@@ -26,11 +21,11 @@ def test_defaults_are_dashscopes() -> None:
 
 def test_keys_are_honoured(tmp_path: Path) -> None:
     text = f'[uploads]\ndirectory = "{tmp_path / "up"}"\nmax_file_bytes = 10\ncapacity_bytes = 20\nexpiry_s = 60\n'
-    uploads = _load(tmp_path, text).uploads
+    uploads = load_toml(tmp_path, text).uploads
     assert uploads == UploadsConfig(True, str(tmp_path / "up"), 10, 20, 60.0)
     store = open_uploads(uploads)
     assert store is not None and store.root == tmp_path / "up" and store.capacity_bytes == 20
-    assert open_uploads(_load(tmp_path, "[uploads]\nenabled = false\n").uploads) is None
+    assert open_uploads(load_toml(tmp_path, "[uploads]\nenabled = false\n").uploads) is None
 
 
 @pytest.mark.parametrize(
@@ -46,7 +41,7 @@ def test_keys_are_honoured(tmp_path: Path) -> None:
 )
 def test_bad_keys_and_values_are_refused(tmp_path: Path, text: str, where: str) -> None:
     with pytest.raises(ConfigError) as info:
-        _load(tmp_path, "[uploads]\n" + text)
+        load_toml(tmp_path, "[uploads]\n" + text)
     assert str(info.value).startswith(f"{tmp_path / 'qwenhost.toml'}: {where}"), str(info.value)
 
 
