@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.threads import ThreadWindow
+from bench.threads import CLK_TCK, ThreadWindow, stat_fields
 from tests.support.server import stop, wait_healthy  # the same start-up wait and stop as the test servers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +31,6 @@ CONTEXT_PER_SLOT = 4096
 # min_p 0.05), so every request states them: fields one server does not know, the other ignores.
 SAMPLING = {"temperature": 0.7, "top_p": 0.8, "top_k": 20}
 EXTRA_BODY = {"repetition_penalty": 1.0, "repeat_penalty": 1.0, "min_p": 0.0}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def embedded_model_path() -> str:
@@ -77,8 +76,7 @@ def rss_mib(pid: int) -> float:
 
 def cpu_seconds(pid: int) -> float:
     """user + system CPU time of a process and its reaped children."""
-    fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields_[11:15]) / CLK_TCK
+    return sum(int(x) for x in stat_fields(Path(f"/proc/{pid}/stat"))[11:15]) / CLK_TCK
 
 
 @contextlib.contextmanager

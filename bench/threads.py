@@ -6,10 +6,17 @@ event loop (uvicorn) and llama-server's HTTP thread. llama.cpp's compute threads
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
-CLK_TCK = 100
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def stat_fields(path: Path) -> list[str]:
+    """The fields of a /proc/<pid>[/task/<tid>]/stat file after the command name (which may hold spaces):
+    [11:15] are utime, stime, cutime, cstime in clock ticks."""
+    return path.read_text().rsplit(")", 1)[1].split()
 
 
 def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
@@ -17,11 +24,10 @@ def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
     out: dict[int, tuple[str, float]] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            stat = (task / "stat").read_text()
+            fields = stat_fields(task / "stat")
             name = (task / "comm").read_text().strip()
         except OSError:  # the thread ended between listing and reading
             continue
-        fields = stat.rsplit(")", 1)[1].split()
         out[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / CLK_TCK)
     return out
 
