@@ -4,7 +4,7 @@ request, after a workload of distinct prompts, and the peak during that workload
     python -m bench.memory --llama-bin /path/to/llama.cpp/build/bin
 
 qwenhost starts with none of --parallel, --context-length, --threads: its defaults (parallel 4, context
-min(the model's training context, 8192) per sequence, cache_slots 4, threads = all cores). llama-server gets
+min(the model's training context, 8192) per sequence, threads = all cores). llama-server gets
 the same context per sequence and parallelism (``-np 4 -c 4×context --jinja``), the same threads and the
 same weight repacking (harness.repack_args). ``--parallel``/``--context`` override both sides.
 
@@ -13,8 +13,9 @@ code sandbox …) gets a row of its own; the peak is sampled every 0.25 s on the
 
 What can grow: llama-server keeps a host-RAM prompt cache (``--cache-ram``, 8192 MiB by default) that
 takes the KV state of prompts its slots give up, so its RSS grows with the number of distinct prompts
-until that bound. qwenhost's caches live in KV memory sized at start-up (parallel + cache_slots
-sequences of context tokens each in the default split layout; docs/performance.md).
+until that bound. qwenhost's prefix cache lives in the KV memory sized at start-up (parallel sequences of
+context tokens each in the default split layout), its explicit-cache entries in host memory bounded by
+max_cached_tokens (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness as h
+from bench.threads import stat_fields
 
 POINTS = ("started", "one_chat", "workload")
 CACHE_RAM_NOTE = (
@@ -54,7 +56,7 @@ def descendants(pid: int) -> dict[str, float]:
     children: dict[int, list[int]] = {}
     for proc in Path("/proc").iterdir():
         with contextlib.suppress(OSError, ValueError):
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            ppid = int(stat_fields(proc / "stat")[1])
             children.setdefault(ppid, []).append(int(proc.name))
     found: dict[str, float] = {}
     todo = list(children.get(pid, []))
